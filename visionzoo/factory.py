@@ -1,0 +1,105 @@
+"""``create_model``: the single entry point from a name to a ready model."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import torch.nn as nn
+
+from .layers.config import set_layer_config
+from .pretrained.cfg import PretrainedCfg
+from .pretrained.load import load_checkpoint
+from .registry import get_pretrained_cfg, model_entrypoint, split_model_name_tag
+
+__all__ = ["create_model", "parse_model_name"]
+
+# generic arguments whose None means "use the model's default"
+_NONE_MEANS_DEFAULT = ("num_classes", "in_chans", "global_pool", "drop_rate", "drop_path_rate", "img_size",
+                       "out_indices", "output_stride")
+
+
+def parse_model_name(model_name: str) -> tuple[str, str]:
+    """Split ``'hf-hub:org/repo'`` or ``'visionzoo:arch'`` into (source, name)."""
+    if model_name.startswith("hf-hub:") or model_name.startswith("hf_hub:"):
+        return "hf-hub", model_name.split(":", 1)[1]
+    if model_name.startswith("visionzoo:") or model_name.startswith("timm:"):
+        return "", model_name.split(":", 1)[1]
+    return "", model_name
+
+
+def _hub_config(repo_id: str, cache_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """Read ``config.json`` of a hub repo published in timm's layout."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(repo_id, "config.json", cache_dir=cache_dir)
+    except Exception as e:
+        raise RuntimeError(f"cannot read config.json of hub repo {repo_id!r}: {type(e).__name__}: {e}") from e
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def create_model(
+    model_name: str,
+    pretrained: bool = False,
+    pretrained_cfg: PretrainedCfg | Mapping[str, Any] | str | None = None,
+    pretrained_cfg_overlay: Mapping[str, Any] | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    scriptable: bool | None = None,
+    exportable: bool | None = None,
+    no_jit: bool | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Create a model by architecture name, optionally with pretrained weights.
+
+    Args:
+        model_name: ``'resnet50'``, ``'resnet50.a1_in1k'`` (weight tag) or ``'hf-hub:org/repo'``
+            (config and weights from a Hugging Face Hub repo).
+        pretrained: load the tag's (or default tag's) weights.
+        pretrained_cfg: a cfg object/dict or tag name replacing the default.
+        pretrained_cfg_overlay: keys replaced in the cfg, e.g. ``dict(file='weights.safetensors')``.
+        checkpoint_path: a local checkpoint loaded after creation (training checkpoints with
+            ``state_dict``/``model`` keys and ``module.`` prefixes are accepted).
+        cache_dir: where downloads are cached (default ``$VISIONZOO_CACHE`` or ``~/.cache/visionzoo``).
+        scriptable, exportable, no_jit: layer flags for TorchScript/ONNX friendly variants.
+        **kwargs: passed to the model: ``num_classes``, ``in_chans``, ``global_pool``,
+            ``drop_rate``, ``drop_path_rate``, ``features_only``, ``out_indices``, family options.
+
+    Raises:
+        RuntimeError: unknown model (with suggestions). ValueError: unknown tag.
+        TypeError: an argument the model does not accept.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if not (k in _NONE_MEANS_DEFAULT and v is None)}
+    source, name = parse_model_name(model_name)
+    if source == "hf-hub":
+        config = _hub_config(name, cache_dir)
+        arch = config.get("architecture")
+        if not arch:
+            raise RuntimeError(f"hub repo {name!r} config.json has no 'architecture'")
+        hub_cfg = dict(config.get("pretrained_cfg") or {})
+        hub_cfg["hf_hub_id"] = name
+        for key in ("num_classes", "label_names"):
+            if key in config and key not in hub_cfg:
+                hub_cfg[key] = config[key]
+        pretrained_cfg = hub_cfg
+        for k, v in (config.get("model_args") or {}).items():
+            kwargs.setdefault(k, v)
+        model_name = arch
+    arch, tag = split_model_name_tag(model_name)
+    entrypoint = model_entrypoint(arch)
+    if tag and pretrained_cfg is None:
+        pretrained_cfg = get_pretrained_cfg(model_name)
+    extra: dict[str, Any] = {}
+    if pretrained_cfg is not None:
+        extra["pretrained_cfg"] = pretrained_cfg
+    if pretrained_cfg_overlay:
+        extra["pretrained_cfg_overlay"] = pretrained_cfg_overlay
+    if cache_dir is not None:
+        extra["cache_dir"] = cache_dir
+    with set_layer_config(scriptable=scriptable, exportable=exportable, no_jit=no_jit):
+        model = entrypoint(pretrained=pretrained, **extra, **kwargs)
+    if checkpoint_path:
+        load_checkpoint(model, checkpoint_path)
+    return model

@@ -1,0 +1,66 @@
+"""Normalisation layers: channels-first LayerNorm, GroupNorm(1), and a name -> layer factory."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .activations import LayerType
+
+__all__ = ["LayerNorm2d", "LayerNorm", "GroupNorm", "GroupNorm1", "get_norm_layer"]
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm over the last dim (channels-last), eps 1e-6 by default as in ConvNeXt/ViT."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True, **kwargs) -> None:
+        super().__init__(num_channels, eps=eps, elementwise_affine=affine, **kwargs)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel dim of an NCHW tensor."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True, **kwargs) -> None:
+        super().__init__(num_channels, eps=eps, elementwise_affine=affine, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class GroupNorm(nn.GroupNorm):
+    def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__(num_groups, num_channels, eps=eps, affine=affine)
+
+
+class GroupNorm1(nn.GroupNorm):
+    """GroupNorm with one group: LayerNorm over C, H, W (PoolFormer-style)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, **kwargs) -> None:
+        super().__init__(1, num_channels, eps=eps, affine=affine)
+
+
+_NORMS: dict[str, Callable[..., nn.Module]] = {
+    "batchnorm": nn.BatchNorm2d,
+    "batchnorm2d": nn.BatchNorm2d,
+    "batchnorm1d": nn.BatchNorm1d,
+    "groupnorm": GroupNorm,
+    "groupnorm1": GroupNorm1,
+    "layernorm": LayerNorm,
+    "layernorm2d": LayerNorm2d,
+}
+
+
+def get_norm_layer(norm: LayerType) -> Callable[..., nn.Module] | None:
+    """Resolve a norm layer given by name, class/factory, or ``None``."""
+    if norm is None or norm == "":
+        return None
+    if not isinstance(norm, str):
+        return norm
+    key = norm.lower().replace("_", "")
+    if key not in _NORMS:
+        raise ValueError(f"unknown norm layer {norm!r}; known: {', '.join(sorted(_NORMS))}")
+    return _NORMS[key]

@@ -1,0 +1,174 @@
+"""Reading checkpoints safely and fitting them to a model (in_chans, num_classes, strictness)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+
+from .cfg import PretrainedCfg
+from .sources import resolve_weights_file
+
+__all__ = ["load_state_dict_file", "load_checkpoint", "load_pretrained", "adapt_input_conv",
+           "CheckpointError", "clean_state_dict", "load_into_model"]
+
+StateDict = dict[str, torch.Tensor]
+FilterFn = Callable[[StateDict, nn.Module], StateDict]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is unreadable or does not fit the model."""
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``.safetensors`` file or a torch pickle with ``weights_only=True`` (no code runs).
+
+    Corrupt, truncated or foreign files raise :class:`CheckpointError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch/safetensors raise many types for damaged files
+        size = path.stat().st_size
+        raise CheckpointError(f"cannot read checkpoint {path} ({size} bytes): corrupt, truncated or not a "
+                              f"weights file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+
+
+def clean_state_dict(obj: Mapping[str, Any], use_ema: bool = False) -> StateDict:
+    """Extract the model weights from a full training checkpoint and strip ``module.`` prefixes."""
+    sd: Any = obj
+    if isinstance(obj, Mapping):
+        order = ("state_dict_ema", "model_ema", "state_dict", "model") if use_ema else ("state_dict", "model")
+        for key in order:
+            if key in obj and isinstance(obj[key], Mapping):
+                sd = obj[key]
+                break
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError("checkpoint holds no state_dict of tensors (looked for 'state_dict', 'model' "
+                              "or a plain dict of tensors)")
+    out: StateDict = {}
+    for k, v in sd.items():
+        for prefix in ("module.", "_orig_mod."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
+    """Fit an RGB first-conv weight ``[O, 3, kh, kw]`` to ``in_chans`` input channels.
+
+    One channel sums the RGB filters (a gray image has the response of an RGB image with equal
+    channels). Other counts repeat the RGB filters cyclically and scale by ``3 / in_chans`` so the
+    expected activation magnitude stays the same.
+    """
+    dtype = weight.dtype
+    w = weight.float()
+    o, i, kh, kw = w.shape
+    if in_chans == i:
+        return weight
+    if in_chans == 1:
+        if i > 3:  # space-to-depth stems: groups of 3
+            w = w.reshape(o, i // 3, 3, kh, kw).sum(dim=2)
+        else:
+            w = w.sum(dim=1, keepdim=True)
+    elif i != 3:
+        raise CheckpointError(f"cannot adapt a first conv with {i} input channels to {in_chans}")
+    else:
+        reps = math.ceil(in_chans / 3)
+        w = w.repeat(1, reps, 1, 1)[:, :in_chans] * (3 / float(in_chans))
+    return w.to(dtype)
+
+
+def _as_tuple(x: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    if not x:
+        return ()
+    return (x,) if isinstance(x, str) else tuple(x)
+
+
+def _describe_mismatch(model: nn.Module, sd: Mapping[str, torch.Tensor], limit: int = 8) -> str:
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    parts = []
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{len(items)} {title}: {', '.join(items[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def load_into_model(model: nn.Module, sd: Mapping[str, torch.Tensor], strict: bool = True,
+                    allow_missing: tuple[str, ...] = (), name: str = "checkpoint") -> None:
+    """``load_state_dict`` with one readable error listing missing/unexpected keys and shapes.
+
+    ``allow_missing`` key prefixes may be absent (a dropped classifier).
+    """
+    own = model.state_dict()
+    problem = any(tuple(sd[k].shape) != tuple(own[k].shape) for k in own if k in sd)
+    missing = [k for k in own if k not in sd and not k.startswith(allow_missing)]
+    unexpected = [k for k in sd if k not in own]
+    if problem or (strict and (missing or unexpected)):
+        arch = getattr(model, "pretrained_cfg", None)
+        arch = getattr(arch, "architecture", None) or type(model).__name__
+        raise CheckpointError(f"{name} does not fit {arch}: {_describe_mismatch(model, sd)}")
+    model.load_state_dict(sd, strict=False)
+
+
+def load_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, use_ema: bool = False,
+                    strict: bool = True, filter_fn: FilterFn | None = None) -> None:
+    """Load a full training checkpoint or plain state_dict into an existing model."""
+    sd = clean_state_dict(load_state_dict_file(checkpoint_path), use_ema=use_ema)
+    if filter_fn is not None:
+        sd = filter_fn(sd, model)
+    load_into_model(model, sd, strict=strict, name=f"checkpoint {checkpoint_path}")
+
+
+def load_pretrained(
+    model: nn.Module,
+    cfg: PretrainedCfg,
+    *,
+    num_classes: int,
+    in_chans: int = 3,
+    filter_fn: FilterFn | None = None,
+    strict: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> bool:
+    """Fetch ``cfg``'s weights and load them, adapting first conv and classifier.
+
+    Returns True when the classifier was dropped (the caller initialises a fresh one).
+    """
+    path = resolve_weights_file(cfg, cache_dir=cache_dir, progress=progress)
+    sd = clean_state_dict(load_state_dict_file(path))
+    if filter_fn is not None:
+        sd = filter_fn(sd, model)
+    if in_chans != 3:
+        for conv in _as_tuple(cfg.first_conv):
+            key = conv + ".weight"
+            if key in sd:
+                sd[key] = adapt_input_conv(in_chans, sd[key])
+    dropped = False
+    classifiers = _as_tuple(cfg.classifier)
+    if classifiers and num_classes != cfg.num_classes:
+        prefixes = tuple(c + "." for c in classifiers)
+        sd = {k: v for k, v in sd.items() if not k.startswith(prefixes)}
+        dropped = True
+    elif classifiers and cfg.label_offset and num_classes == cfg.num_classes - cfg.label_offset:
+        for c in classifiers:  # drop the background class
+            for leaf in ("weight", "bias"):
+                if f"{c}.{leaf}" in sd:
+                    sd[f"{c}.{leaf}"] = sd[f"{c}.{leaf}"][cfg.label_offset:]
+    allow = tuple(c + "." for c in classifiers) if dropped else ()
+    load_into_model(model, sd, strict=strict, allow_missing=allow, name=f"weights {path}")
+    return dropped

@@ -1,0 +1,175 @@
+"""Weight sources: a local file, a Hugging Face Hub repo, or a URL, cached on disk.
+
+Downloads go to ``<name>.partial`` beside the cache entry and are renamed into place only once
+complete (and verified when a hash is known), so an interrupted download never leaves a file that
+looks valid; a later call resumes the partial file with an HTTP Range request.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .cfg import PretrainedCfg
+
+__all__ = ["get_cache_dir", "download_url", "resolve_weights_file", "WeightsNotFoundError",
+           "HashMismatchError", "hash_prefix_from_name"]
+
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
+_CHUNK = 1 << 20
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """No source of a pretrained cfg could provide its weights."""
+
+
+class HashMismatchError(ValueError):
+    """A downloaded file's sha256 does not match the expected value."""
+
+
+def get_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Cache root: the argument, else ``$VISIONZOO_CACHE``, else ``~/.cache/visionzoo``."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("VISIONZOO_CACHE") or Path.home() / ".cache" / "visionzoo"
+    path = Path(cache_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def hash_prefix_from_name(filename: str) -> str | None:
+    """The sha256 prefix a file name carries (``resnet18-f37072fd.pth`` -> ``f37072fd``)."""
+    m = _HASH_IN_NAME.search(os.path.basename(filename))
+    return m.group(1) if m else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_url(
+    url: str,
+    dst_dir: str | os.PathLike | None = None,
+    *,
+    sha256: str | None = None,
+    check_hash: bool = True,
+    progress: bool = True,
+    timeout: float = 30.0,
+) -> Path:
+    """Download ``url`` into the cache (or ``dst_dir``) and return the final path.
+
+    A file already in place is returned as is. ``sha256`` (full or a prefix) is checked; without
+    it, a hash prefix in the file name is used when ``check_hash``. A mismatch deletes the
+    download and raises :class:`HashMismatchError`; network failures raise ``ConnectionError``
+    with the URL, keeping the partial file for resuming.
+    """
+    name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
+    dst = Path(dst_dir) if dst_dir is not None else get_cache_dir() / "checkpoints"
+    dst.mkdir(parents=True, exist_ok=True)
+    final = dst / name
+    if final.exists():
+        return final
+    expected = sha256 or (hash_prefix_from_name(name) if check_hash else None)
+    partial = dst / (name + ".partial")
+    offset = partial.stat().st_size if partial.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "visionzoo"})
+    if offset:
+        req.add_header("Range", f"bytes={offset}-")
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # partial file already complete
+            resp = None
+        else:
+            raise ConnectionError(f"download of {url} failed: HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise ConnectionError(f"download of {url} failed (no network?): {e}") from e
+    if resp is not None:
+        with resp:
+            if offset and resp.status != 206:  # server ignored Range: start over
+                offset = 0
+            total = resp.headers.get("Content-Length")
+            total = int(total) + offset if total is not None else None
+            mode = "ab" if offset else "wb"
+            try:
+                with open(partial, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                                                    desc=name, disable=not progress, leave=False) as bar:
+                    while True:
+                        chunk = resp.read(_CHUNK)
+                        if not chunk:
+                            break
+                        f.write(chunk)
+                        bar.update(len(chunk))
+            except (OSError, urllib.error.URLError) as e:
+                raise ConnectionError(f"download of {url} interrupted; it resumes on the next call: {e}") from e
+        if total is not None and partial.stat().st_size < total:
+            raise ConnectionError(f"download of {url} ended early ({partial.stat().st_size} of {total} bytes); "
+                                  "it resumes on the next call")
+    if expected:
+        digest = _sha256(partial)
+        if not digest.startswith(expected.lower()):
+            partial.unlink(missing_ok=True)
+            raise HashMismatchError(f"sha256 of {url} is {digest[:16]}..., expected {expected}; download removed")
+    os.replace(partial, final)
+    return final
+
+
+def _hub_download(repo_id: str, filename: str | None, cache_dir: str | os.PathLike | None) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    names = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
+    errors = []
+    for fname in names:
+        try:
+            return Path(hf_hub_download(repo_id, fname, cache_dir=cache_dir))
+        except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, OSError) as e:
+            errors.append(f"{fname}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        except Exception as e:  # network layer errors differ between huggingface_hub versions
+            errors.append(f"{fname}: {type(e).__name__}: {e}")
+    raise WeightsNotFoundError(f"hub repo {repo_id!r} gave no weights: " + "; ".join(errors))
+
+
+def resolve_weights_file(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = None,
+                         progress: bool = True) -> Path:
+    """Local path of a cfg's weights, trying ``file``, then ``hf_hub_id``, then ``url``."""
+    tried: list[str] = []
+    if cfg.file:
+        path = Path(cfg.file).expanduser()
+        if path.is_file():
+            return path
+        tried.append(f"file {str(path)!r} does not exist")
+    if cfg.hf_hub_id:
+        try:
+            hub_cache = Path(cache_dir) / "hub" if cache_dir is not None else None
+            return _hub_download(cfg.hf_hub_id, cfg.hf_hub_filename, hub_cache)
+        except WeightsNotFoundError as e:
+            tried.append(str(e))
+    if cfg.url:
+        try:
+            ckpt_dir = get_cache_dir(cache_dir) / "checkpoints"
+            return download_url(cfg.url, ckpt_dir, sha256=cfg.sha256, progress=progress)
+        except ConnectionError as e:
+            tried.append(str(e))
+    name = f"{cfg.architecture}.{cfg.tag}" if cfg.architecture else "model"
+    if not tried:
+        raise WeightsNotFoundError(f"{name} has no weight source (no file, hf_hub_id or url in its cfg)")
+    raise WeightsNotFoundError(f"could not get weights for {name}:\n  - " + "\n  - ".join(tried))
+
+
+def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a file so that ``dst`` is either absent or complete."""
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".partial")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

@@ -1,0 +1,261 @@
+"""Model registry: architecture names -> entrypoints, families and pretrained tags.
+
+Built-in families are listed lazily: each family ships ``models/cfgs/<family>.json`` holding its
+architecture names and every tag's pretrained cfg, so listing and cfg lookups never import model
+code. A family's module is imported only when one of its entrypoints is asked for.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import fnmatch
+import importlib
+import json
+import re
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .pretrained.cfg import PretrainedCfg
+
+__all__ = [
+    "register_model", "list_models", "list_pretrained", "list_modules", "is_model",
+    "model_entrypoint", "get_pretrained_cfg", "split_model_name_tag", "get_arch_pretrained_cfgs",
+    "get_model_module", "register_variants",
+]
+
+_CFG_DIR = Path(__file__).parent / "models" / "cfgs"
+_lock = threading.RLock()
+_entrypoints: dict[str, Callable[..., Any]] = {}
+_model_module: dict[str, str] = {}
+# user-registered models' tags: arch -> {tag: PretrainedCfg}
+_runtime_cfgs: dict[str, dict[str, PretrainedCfg]] = {}
+
+
+@lru_cache(maxsize=None)
+def _family_cfgs(module: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """{arch: {tag: cfg dict}} of one built-in family, read from its JSON data file."""
+    with open(_CFG_DIR / f"{module}.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+@lru_cache(maxsize=1)
+def _builtin_index() -> dict[str, str]:
+    """{arch: family} for every built-in architecture, from the cfg data files alone."""
+    index: dict[str, str] = {}
+    for path in sorted(_CFG_DIR.glob("*.json")):
+        for arch in _family_cfgs(path.stem):
+            index[arch] = path.stem
+    return index
+
+
+def _all_modules() -> dict[str, str]:
+    merged = dict(_builtin_index())
+    merged.update(_model_module)
+    return merged
+
+
+def split_model_name_tag(model_name: str, no_tag: str = "") -> tuple[str, str]:
+    """``'resnet50.a1_in1k'`` -> ``('resnet50', 'a1_in1k')``; no tag gives ``no_tag``."""
+    model_name, *rest = model_name.split(".", 1)
+    return model_name, (rest[0] if rest else no_tag)
+
+
+def _natural_key(s: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+
+
+def register_model(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    module: str | None = None,
+    pretrained_cfgs: dict[str, PretrainedCfg | dict[str, Any]] | None = None,
+) -> Any:
+    """Register a model entrypoint ``fn(pretrained=False, **kwargs) -> nn.Module``.
+
+    Usable as ``@register_model`` or ``register_model(fn, name=..., module=...)``. The name
+    defaults to the function's name and the module (family) to the defining module's last
+    component. A duplicate name raises instead of silently replacing the earlier model.
+    ``pretrained_cfgs`` ({tag: cfg}) gives user models tags; built-in families keep theirs
+    in ``models/cfgs/<family>.json``.
+    """
+    def _register(f: Callable[..., Any]) -> Callable[..., Any]:
+        arch = name or f.__name__
+        fam = module or getattr(f, "__module__", "user").split(".")[-1]
+        with _lock:
+            if arch in _entrypoints:
+                raise ValueError(f"model {arch!r} is already registered (module {_model_module[arch]!r})")
+            builtin_family = _builtin_index().get(arch)
+            if builtin_family is not None and builtin_family != fam:
+                raise ValueError(f"model {arch!r} is a built-in {builtin_family!r} architecture")
+            _entrypoints[arch] = f
+            _model_module[arch] = fam
+            if pretrained_cfgs:
+                _runtime_cfgs[arch] = {
+                    t: c if isinstance(c, PretrainedCfg) else PretrainedCfg.from_dict(c)
+                    for t, c in pretrained_cfgs.items()
+                }
+        return f
+
+    return _register(fn) if fn is not None else _register
+
+
+def register_variants(module: str, names: Iterable[str], create: Callable[..., Any]) -> None:
+    """Register one entrypoint per variant name: ``create(variant, pretrained=False, **kwargs)``.
+
+    Family modules keep a ``{name: config}`` table and call this once instead of writing one
+    function per variant.
+    """
+    for variant in names:
+        entry = functools.partial(create, variant)
+        entry.__name__ = variant  # type: ignore[attr-defined]
+        entry.__doc__ = f"{variant} ({module}); see visionzoo.create_model for arguments."
+        register_model(entry, name=variant, module=module)
+
+
+def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
+    """Every tag's cfg of ``arch`` (first = default), or {} for an unknown architecture."""
+    if arch in _runtime_cfgs:
+        return _runtime_cfgs[arch]
+    family = _builtin_index().get(arch)
+    if family is None:
+        return {}
+    raw = _family_cfgs(family).get(arch, {})
+    out = {}
+    for tag, d in raw.items():
+        cfg = PretrainedCfg.from_dict(d)
+        cfg.architecture, cfg.tag = arch, tag
+        out[tag] = cfg
+    return out
+
+
+def get_arch_pretrained_cfgs(arch: str) -> dict[str, PretrainedCfg]:
+    """{tag: cfg} for one architecture (copies; safe to modify)."""
+    return _arch_tag_cfgs(arch)
+
+
+def get_pretrained_cfg(model_name: str, allow_unregistered: bool = True) -> PretrainedCfg | None:
+    """Pretrained cfg for ``'arch'`` (its default tag) or ``'arch.tag'``.
+
+    Unknown tags raise a ``ValueError`` listing the tags that exist. An architecture with no
+    tags returns ``None`` (or raises when ``allow_unregistered`` is False).
+    """
+    arch, tag = split_model_name_tag(model_name)
+    cfgs = _arch_tag_cfgs(arch)
+    if not cfgs:
+        if not is_model(arch):
+            _raise_unknown(arch)
+        if allow_unregistered:
+            return None
+        raise RuntimeError(f"model {arch!r} has no pretrained cfg")
+    if not tag:
+        return next(iter(cfgs.values()))
+    if tag not in cfgs:
+        raise ValueError(f"unknown tag {tag!r} for model {arch!r}; available tags: {', '.join(cfgs)}")
+    return cfgs[tag]
+
+
+def _raise_unknown(name: str) -> None:
+    close = difflib.get_close_matches(name, list(_all_modules()), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else " See visionzoo.list_models()."
+    raise RuntimeError(f"unknown model {name!r}.{hint}")
+
+
+def is_model(model_name: str) -> bool:
+    """True if the architecture (tag ignored) is registered."""
+    arch, _ = split_model_name_tag(model_name)
+    return arch in _all_modules()
+
+
+def get_model_module(model_name: str) -> str:
+    arch, _ = split_model_name_tag(model_name)
+    mods = _all_modules()
+    if arch not in mods:
+        _raise_unknown(arch)
+    return mods[arch]
+
+
+def model_entrypoint(model_name: str) -> Callable[..., Any]:
+    """The entrypoint of an architecture, importing its family module on first use.
+
+    Raises ``RuntimeError`` naming the closest existing names for an unknown model.
+    """
+    arch, _ = split_model_name_tag(model_name)
+    with _lock:
+        if arch not in _entrypoints:
+            family = _builtin_index().get(arch)
+            if family is None:
+                _raise_unknown(arch)
+            importlib.import_module(f"visionzoo.models.{family}")
+            if arch not in _entrypoints:
+                raise RuntimeError(f"family module {family!r} does not register {arch!r} (stale cfg data)")
+        return _entrypoints[arch]
+
+
+def list_modules() -> list[str]:
+    """Names of the model families (modules)."""
+    return sorted(set(_all_modules().values()))
+
+
+def _as_list(x: str | Sequence[str] | None) -> list[str]:
+    if not x:
+        return []
+    return [x] if isinstance(x, str) else list(x)
+
+
+def list_models(
+    filter: str | Sequence[str] = "",
+    module: str | Sequence[str] = "",
+    pretrained: bool = False,
+    exclude_filters: str | Sequence[str] = "",
+    name_matches_cfg: bool = False,
+    include_tags: bool | None = None,
+) -> list[str]:
+    """Architecture names matching shell-style wildcards, in natural sort order.
+
+    Args:
+        filter: one or more wildcard patterns (``'resnet*'``); a name matching any is kept.
+            A pattern with a tag part (``'*.a1_in1k'``) matches tagged names.
+        module: restrict to these families.
+        pretrained: only names with pretrained weights (a tag with a weight source).
+        exclude_filters: patterns whose matches are removed.
+        include_tags: list ``arch.tag`` entries; defaults to ``pretrained``.
+    """
+    if include_tags is None:
+        include_tags = pretrained
+    mods = _all_modules()
+    wanted_modules = set(_as_list(module))
+    archs = [a for a, m in mods.items() if not wanted_modules or m in wanted_modules]
+    names: list[str] = []
+    for arch in archs:
+        if include_tags:
+            for tag, cfg in _arch_tag_cfgs(arch).items():
+                if pretrained and not cfg.has_weights:
+                    continue
+                names.append(f"{arch}.{tag}")
+        else:
+            if pretrained and not any(c.has_weights for c in _arch_tag_cfgs(arch).values()):
+                continue
+            names.append(arch)
+    filters = _as_list(filter)
+    if filters:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, f) or
+                                         (include_tags and "." not in f and fnmatch.fnmatchcase(n.split(".")[0], f))
+                                         for f in filters)]
+    excludes = _as_list(exclude_filters)
+    if excludes:
+        names = [n for n in names if not any(fnmatch.fnmatchcase(n, f) or fnmatch.fnmatchcase(n.split(".")[0], f)
+                                             for f in excludes)]
+    return sorted(set(names), key=_natural_key)
+
+
+def list_pretrained(filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = "") -> list[str]:
+    """``arch.tag`` names that have a weight source."""
+    return list_models(filter, pretrained=True, exclude_filters=exclude_filters, include_tags=True)
+
+
+def registered_entrypoints() -> Iterable[str]:
+    """Names whose entrypoint is imported (for tests of the lazy index)."""
+    return list(_entrypoints)
