@@ -7,6 +7,7 @@ The public API is small; everything is imported lazily so ``import visionzoo`` s
 * weights: :func:`load_checkpoint`, :class:`PretrainedCfg`
 * data: :func:`resolve_data_config`, :func:`resolve_model_data_config`, :func:`create_transform`
 * layer flags: :func:`set_layer_config`
+* tools: :func:`optimize` (fast CPU inference), :func:`benchmark`, :func:`select` (model choice)
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ _EXPORTS = {
     "create_transform": "visionzoo.data.transforms",
     "set_layer_config": "visionzoo.layers.config",
     "FeatureListNet": "visionzoo.features",
+    "optimize": "visionzoo.inference",
+    "benchmark": "visionzoo.bench.measure",
+    "select": "visionzoo.bench.select",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

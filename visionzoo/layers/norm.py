@@ -1,4 +1,4 @@
-"""Normalisation layers: channels-first LayerNorm, GroupNorm(1), and a name -> layer factory."""
+"""Normalisation layers: channels-first LayerNorm, RMSNorm, GroupNorm(1), and a name -> layer factory."""
 from __future__ import annotations
 
 from typing import Callable
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .activations import LayerType
 
-__all__ = ["LayerNorm2d", "LayerNorm", "GroupNorm", "GroupNorm1", "get_norm_layer"]
+__all__ = ["LayerNorm2d", "LayerNorm", "RmsNorm", "RmsNorm2d", "GroupNorm", "GroupNorm1", "get_norm_layer"]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -29,6 +29,34 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+class RmsNorm(nn.Module):
+    """RMSNorm over the last dim (Zhang & Sennrich, 2019): ``x / sqrt(mean(x^2) + eps) * weight``."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True, **kwargs) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
+
+    def _norm(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=dim, keepdim=True) + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._norm(x, -1)
+        return x * self.weight if self.weight is not None else x
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}, affine={self.weight is not None}"
+
+
+class RmsNorm2d(RmsNorm):
+    """RMSNorm over the channel dim of an NCHW tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._norm(x, 1)
+        return x * self.weight.reshape(1, -1, 1, 1) if self.weight is not None else x
 
 
 class GroupNorm(nn.GroupNorm):
@@ -51,6 +79,8 @@ _NORMS: dict[str, Callable[..., nn.Module]] = {
     "groupnorm1": GroupNorm1,
     "layernorm": LayerNorm,
     "layernorm2d": LayerNorm2d,
+    "rmsnorm": RmsNorm,
+    "rmsnorm2d": RmsNorm2d,
 }
 
 

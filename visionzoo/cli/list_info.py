@@ -1,0 +1,82 @@
+"""``visionzoo list`` and ``visionzoo info``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+
+def add_list_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("filter", nargs="*", default=[], help="wildcard patterns, e.g. 'resnet*' '*lite*'")
+    p.add_argument("--pretrained", action="store_true", help="only models with weights; lists arch.tag names")
+    p.add_argument("--module", default="", help="restrict to a family, e.g. resnet")
+    p.add_argument("--exclude", nargs="*", default=[], help="patterns to exclude")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from ..registry import list_models
+
+    names = list_models(args.filter, module=args.module, pretrained=args.pretrained, exclude_filters=args.exclude)
+    for n in names:
+        print(n)
+    print(f"# {len(names)} {'pretrained tags' if args.pretrained else 'architectures'}")
+    return 0
+
+
+def add_info_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="architecture or arch.tag")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def model_info(name: str) -> dict:
+    """Structure facts of a model, computed on the meta device (no weights are allocated)."""
+    from ..factory import create_model
+    from ..registry import get_arch_pretrained_cfgs, get_model_module, split_model_name_tag
+
+    arch, tag = split_model_name_tag(name)
+    with torch.device("meta"):
+        model = create_model(name)
+    cfgs = get_arch_pretrained_cfgs(arch)
+    cfg = model.pretrained_cfg
+    return {
+        "name": name,
+        "family": get_model_module(arch),
+        "params": sum(p.numel() for p in model.parameters()),
+        "num_features": model.num_features,
+        "num_classes": model.num_classes,
+        "feature_info": [dict(f) for f in model.feature_info],
+        "pretrained_cfg": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
+        "tags": {t: {"weights": c.hf_hub_id or c.url or c.file, "input_size": c.input_size, "license": c.license}
+                 for t, c in cfgs.items()},
+    }
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = model_info(args.model)
+    try:
+        from ..bench.cache import cached_measurements  # optional: measured numbers when available
+
+        info["measured"] = cached_measurements(info["name"])
+    except Exception:
+        pass
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"{info['name']}  (family {info['family']})")
+    print(f"  params        {info['params'] / 1e6:.2f} M")
+    print(f"  num_features  {info['num_features']}    num_classes {info['num_classes']}")
+    print("  feature_info:")
+    for i, f in enumerate(info["feature_info"]):
+        print(f"    [{i}] {f['module']:<20} channels {f['num_chs']:<5} reduction {f['reduction']}")
+    c = info["pretrained_cfg"]
+    print(f"  default cfg   {c.get('tag')}: input {tuple(c.get('input_size', ()))}, crop_pct {c.get('crop_pct')}, "
+          f"{c.get('interpolation')}, mean {tuple(c.get('mean', ()))}, std {tuple(c.get('std', ()))}")
+    print(f"  tags ({len(info['tags'])}):")
+    for t, d in info["tags"].items():
+        print(f"    {t:<34} {str(tuple(d['input_size'] or ())):<16} {d['license'] or '':<14} {d['weights'] or '(no weights)'}")
+    if info.get("measured"):
+        print("  measured:")
+        for k, v in info["measured"].items():
+            print(f"    {k}: {v}")
+    return 0
