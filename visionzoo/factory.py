@@ -10,6 +10,7 @@ import torch.nn as nn
 from .layers.config import set_layer_config
 from .pretrained.cfg import PretrainedCfg
 from .pretrained.load import load_checkpoint
+from .pretrained.sources import hub_cache_dir
 from .registry import get_pretrained_cfg, model_entrypoint, split_model_name_tag
 
 __all__ = ["create_model", "parse_model_name"]
@@ -33,7 +34,7 @@ def _hub_config(repo_id: str, cache_dir: str | os.PathLike | None) -> dict[str, 
     from huggingface_hub import hf_hub_download
 
     try:
-        path = hf_hub_download(repo_id, "config.json", cache_dir=cache_dir)
+        path = hf_hub_download(repo_id, "config.json", cache_dir=hub_cache_dir(cache_dir))
     except Exception as e:
         raise RuntimeError(f"cannot read config.json of hub repo {repo_id!r}: {type(e).__name__}: {e}") from e
     with open(path, encoding="utf-8") as f:

@@ -7,6 +7,7 @@ looks valid; a later call resumes the partial file with an HTTP Range request.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import shutil
@@ -110,7 +111,7 @@ def download_url(
                             break
                         f.write(chunk)
                         bar.update(len(chunk))
-            except (OSError, urllib.error.URLError) as e:
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
                 raise ConnectionError(f"download of {url} interrupted; it resumes on the next call: {e}") from e
         if total is not None and partial.stat().st_size < total:
             raise ConnectionError(f"download of {url} ended early ({partial.stat().st_size} of {total} bytes); "
@@ -122,6 +123,11 @@ def download_url(
             raise HashMismatchError(f"sha256 of {url} is {digest[:16]}..., expected {expected}; download removed")
     os.replace(partial, final)
     return final
+
+
+def hub_cache_dir(cache_dir: str | os.PathLike | None) -> Path | None:
+    """Hugging Face cache used for ``cache_dir`` (``<cache_dir>/hub``), or None for HF's default."""
+    return Path(cache_dir) / "hub" if cache_dir is not None else None
 
 
 def _hub_download(repo_id: str, filename: str | None, cache_dir: str | os.PathLike | None) -> Path:
@@ -151,8 +157,7 @@ def resolve_weights_file(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None
         tried.append(f"file {str(path)!r} does not exist")
     if cfg.hf_hub_id:
         try:
-            hub_cache = Path(cache_dir) / "hub" if cache_dir is not None else None
-            return _hub_download(cfg.hf_hub_id, cfg.hf_hub_filename, hub_cache)
+            return _hub_download(cfg.hf_hub_id, cfg.hf_hub_filename, hub_cache_dir(cache_dir))
         except WeightsNotFoundError as e:
             tried.append(str(e))
     if cfg.url:

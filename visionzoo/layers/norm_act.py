@@ -1,0 +1,113 @@
+"""Normalisation layers with the activation fused in (one module, one state_dict prefix).
+
+Pre-activation nets (ResNetV2/BiT) and EfficientNet-style checkpoints store e.g. ``norm1.weight``
+for a "norm + act" unit, so the activation lives inside the norm module. Also the sample-wise
+norm-activations that replace BN + ReLU: EvoNorm-S0 (Liu et al., 2020) and FRN + TLU (Singh &
+Krishnan, 2019).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .activations import LayerType, create_act_layer
+
+__all__ = ["BatchNormAct2d", "GroupNormAct", "EvoNorm2dS0", "FilterResponseNormTlu2d", "get_norm_act_layer"]
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """BatchNorm2d then activation; keys are the plain BatchNorm2d's."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, apply_act: bool = True, act_layer: LayerType = nn.ReLU,
+                 act_kwargs: dict | None = None, inplace: bool = True) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats)
+        self.act = create_act_layer(act_layer if apply_act else None, **(act_kwargs or {}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+class GroupNormAct(nn.GroupNorm):
+    """GroupNorm (32 groups by default) then activation; keys are the plain GroupNorm's."""
+
+    def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5, affine: bool = True,
+                 apply_act: bool = True, act_layer: LayerType = nn.ReLU, act_kwargs: dict | None = None,
+                 inplace: bool = True) -> None:
+        super().__init__(num_groups, num_channels, eps=eps, affine=affine)
+        self.act = create_act_layer(act_layer if apply_act else None, **(act_kwargs or {}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+def _group_std(x: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
+    b, c, h, w = x.shape
+    xg = x.reshape(b, groups, c // groups, h, w)
+    var = xg.float().var(dim=(2, 3, 4), unbiased=False, keepdim=True)
+    std = var.add(eps).sqrt().to(x.dtype)
+    return std.expand(xg.shape).reshape(b, c, h, w)
+
+
+class EvoNorm2dS0(nn.Module):
+    """EvoNorm-S0: ``x * sigmoid(v * x) / group_std(x) * weight + bias``; batch-independent."""
+
+    def __init__(self, num_features: int, groups: int = 32, group_size: int | None = None, apply_act: bool = True,
+                 eps: float = 1e-5, **_: object) -> None:
+        super().__init__()
+        if group_size:
+            if num_features % group_size:
+                raise ValueError(f"{num_features} channels are not divisible into groups of {group_size}")
+            groups = num_features // group_size
+        self.groups = groups
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.v = nn.Parameter(torch.ones(num_features)) if apply_act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        if self.v is not None:
+            x = x * torch.sigmoid(x * self.v.view(shape)) / _group_std(x, self.groups, self.eps)
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+class FilterResponseNormTlu2d(nn.Module):
+    """Filter Response Norm ``x / sqrt(mean_hw(x^2) + eps)``, affine, then TLU ``max(x, tau)``."""
+
+    def __init__(self, num_features: int, apply_act: bool = True, eps: float = 1e-5, **_: object) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.tau = nn.Parameter(torch.zeros(num_features)) if apply_act else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        nu2 = x.pow(2).mean(dim=(2, 3), keepdim=True)
+        x = x * torch.rsqrt(nu2 + self.eps)
+        x = x * self.weight.view(shape) + self.bias.view(shape)
+        return torch.maximum(x, self.tau.view(shape)) if self.tau is not None else x
+
+
+_NORM_ACTS = {
+    "batchnorm": BatchNormAct2d,
+    "batchnorm2d": BatchNormAct2d,
+    "groupnorm": GroupNormAct,
+    "evonorms0": EvoNorm2dS0,
+    "frn": FilterResponseNormTlu2d,
+    "frntlu": FilterResponseNormTlu2d,
+}
+
+
+def get_norm_act_layer(norm_act: LayerType):
+    """Resolve a norm+act layer by name (``'batchnorm'``, ``'groupnorm'``, ``'evonorms0'``, ``'frn'``) or class."""
+    if norm_act is None or norm_act == "":
+        return None
+    if not isinstance(norm_act, str):
+        return norm_act
+    key = norm_act.lower().replace("_", "").replace("-", "")
+    if key not in _NORM_ACTS:
+        raise ValueError(f"unknown norm-act layer {norm_act!r}; known: {', '.join(sorted(_NORM_ACTS))}")
+    return _NORM_ACTS[key]
