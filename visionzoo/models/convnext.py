@@ -26,7 +26,7 @@ from ..layers.grad_checkpoint import checkpoint_seq
 from ..layers.grn import GlobalResponseNormMlp
 from ..layers.helpers import make_divisible, to_ntuple
 from ..layers.mlp import Mlp
-from ..layers.norm import LayerNorm, LayerNorm2d, RmsNorm, RmsNorm2d, get_norm_layer
+from ..layers.norm import LayerNorm, LayerNorm2d, RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d, get_norm_layer
 from ..layers.pool import ClassifierHead, NormMlpClassifierHead
 from ..layers.weight_init import trunc_normal_
 from ..registry import register_variants
@@ -34,7 +34,7 @@ from ..registry import register_variants
 __all__ = ["ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage", "ConvNeXtCfg", "CONVNEXT_CFGS"]
 
 # channels-first norm -> its channels-last counterpart (for the Linear MLP layout)
-_CHANNELS_LAST = {LayerNorm2d: LayerNorm, RmsNorm2d: RmsNorm}
+_CHANNELS_LAST = {LayerNorm2d: LayerNorm, RmsNorm2d: RmsNorm, SimpleNorm2d: SimpleNorm}
 
 
 def _norm_pair(norm_layer: LayerType, eps: float | None) -> tuple[Callable[..., nn.Module], Callable[..., nn.Module]]:
@@ -332,7 +332,7 @@ _atto = ConvNeXtCfg(_S, _D_ATTO, conv_mlp=True)
 _femto = ConvNeXtCfg(_S, _D_FEMTO, conv_mlp=True)
 _pico = ConvNeXtCfg(_S, _D_PICO, conv_mlp=True)
 _nano = ConvNeXtCfg(_S_N, _D_NANO, conv_mlp=True)
-_zepto_rms = ConvNeXtCfg((2, 2, 4, 2), _D_ZEPTO, conv_mlp=True, norm_layer="rmsnorm2d")
+_zepto_rms = ConvNeXtCfg((2, 2, 4, 2), _D_ZEPTO, conv_mlp=True, norm_layer="simplenorm2d")
 _v2 = dict(use_grn=True, ls_init_value=None)
 _test = dict(norm_eps=1e-5, act_layer="gelu_tanh")
 

@@ -30,6 +30,10 @@ class PretrainedCfg:
     hf_hub_filename: str | None = None
     url: str | None = None
     sha256: str | None = None
+    # weights shipped inside an installed Python package (offline): package name + relative path
+    package: str | None = None
+    package_file: str | None = None
+    converter: str | None = None  # foreign checkpoint layout, see visionzoo.convert
     custom_load: bool = False
     # input
     input_size: tuple[int, int, int] = (3, 224, 224)
@@ -59,7 +63,7 @@ class PretrainedCfg:
 
     @property
     def has_weights(self) -> bool:
-        return bool(self.file or self.hf_hub_id or self.url)
+        return bool(self.file or self.hf_hub_id or self.url or self.package)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PretrainedCfg":

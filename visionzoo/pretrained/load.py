@@ -128,7 +128,9 @@ def load_into_model(model: nn.Module, sd: Mapping[str, torch.Tensor], strict: bo
 def load_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, use_ema: bool = False,
                     strict: bool = True, filter_fn: FilterFn | None = None) -> None:
     """Load a full training checkpoint or plain state_dict into an existing model."""
-    sd = clean_state_dict(load_state_dict_file(checkpoint_path), use_ema=use_ema)
+    from ..convert import maybe_convert
+
+    sd = maybe_convert(clean_state_dict(load_state_dict_file(checkpoint_path), use_ema=use_ema), model)
     if filter_fn is not None:
         sd = filter_fn(sd, model)
     load_into_model(model, sd, strict=strict, name=f"checkpoint {checkpoint_path}")
@@ -149,8 +151,10 @@ def load_pretrained(
 
     Returns True when the classifier was dropped (the caller initialises a fresh one).
     """
+    from ..convert import maybe_convert
+
     path = resolve_weights_file(cfg, cache_dir=cache_dir, progress=progress)
-    sd = clean_state_dict(load_state_dict_file(path))
+    sd = maybe_convert(clean_state_dict(load_state_dict_file(path)), model, cfg.converter)
     if filter_fn is not None:
         sd = filter_fn(sd, model)
     if in_chans != 3:

