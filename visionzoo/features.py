@@ -80,13 +80,13 @@ def default_out_indices(model: nn.Module) -> tuple[int, ...]:
 
 
 class FeatureListNet(nn.Module):
-    """Wrap a model so ``forward(x)`` returns the feature maps at ``out_indices`` (NCHW).
+    """Wrap a model so ``forward(x)`` returns the feature maps at ``out_indices`` (NCHW, or the model's ``output_fmt``).
 
     Layers after the deepest requested index, and the classifier, are removed, so the wrapped
     model's state_dict holds only what the features need.
     """
 
-    def __init__(self, model: nn.Module, out_indices: Sequence[int] | None = None, output_fmt: str = "NCHW",
+    def __init__(self, model: nn.Module, out_indices: Sequence[int] | None = None, output_fmt: str | None = None,
                  norm: bool = False) -> None:
         super().__init__()
         if not hasattr(model, "forward_intermediates"):
@@ -95,7 +95,8 @@ class FeatureListNet(nn.Module):
             out_indices = default_out_indices(model)
         take, _ = feature_take_indices(len(model.feature_info), out_indices)
         self.out_indices = tuple(take)
-        self.output_fmt = output_fmt
+        # default: the model's native map layout (``model.output_fmt``, e.g. NHWC for Swin), else NCHW
+        self.output_fmt = output_fmt or getattr(model, "output_fmt", None) or "NCHW"
         self.norm = norm
         model.prune_intermediate_layers(self.out_indices, prune_head=True)
         # Share the model's module/parameter/buffer tables instead of nesting it, so the state_dict

@@ -32,7 +32,8 @@ def is_static_pad(kernel_size: int, stride: int = 1, dilation: int = 1) -> bool:
     return stride == 1 and (dilation * (kernel_size - 1)) % 2 == 0
 
 
-def pad_same(x: torch.Tensor, kernel_size, stride, dilation=(1, 1), value: float = 0.0) -> torch.Tensor:
+def pad_same(x: torch.Tensor, kernel_size: tuple[int, int], stride: tuple[int, int],
+             dilation: tuple[int, int] = (1, 1), value: float = 0.0) -> torch.Tensor:
     ih, iw = x.shape[-2:]
     pad_h = get_same_padding(ih, kernel_size[0], stride[0], dilation[0])
     pad_w = get_same_padding(iw, kernel_size[1], stride[1], dilation[1])

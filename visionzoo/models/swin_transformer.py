@@ -25,6 +25,7 @@ from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
 from ..layers.helpers import to_2tuple
 from ..layers.mlp import Mlp
+from ..layers.patch_embed import PatchEmbed
 from ..layers.pool import SelectAdaptivePool2d
 from ..layers.weight_init import init_weights_vit_style
 from ..layers.window_attention import (WindowAttention, resize_rel_pos_bias_table, shifted_window_mask,
@@ -46,23 +47,6 @@ def _window_and_shift(resolution: _Size, target_window: _Size, shifted: bool) ->
 
 def _pad_to(size: int, multiple: int) -> int:
     return (multiple - size % multiple) % multiple
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping ``patch x patch`` conv, then NHWC and a LayerNorm."""
-
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, norm_layer: Callable[..., nn.Module]) -> None:
-        super().__init__()
-        self.patch_size = to_2tuple(patch_size)
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
-        self.norm = norm_layer(embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ph, pw = self.patch_size
-        h, w = x.shape[-2:]
-        if h % ph or w % pw:
-            x = F.pad(x, (0, _pad_to(w, pw), 0, _pad_to(h, ph)))
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
 class PatchMerging(nn.Module):
@@ -263,7 +247,10 @@ class SwinTransformer(nn.Module):
         self.window_size = _per_stage_windows(window_size, num_stages)
         dims = [embed_dim * 2 ** i for i in range(num_stages)]
 
-        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size, norm_layer)
+        self.output_fmt = "NHWC"  # layout of forward_features and of features_only maps
+        # any input size works: the embedding pads to whole patches, blocks pad to whole windows
+        self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+                                      norm_layer=norm_layer, output_fmt="NHWC", dynamic_img_pad=True)
         res = tuple(-(-s // patch_size) for s in self.img_size)
         rates = drop_path_rates(drop_path_rate, list(depths))
         stages: list[nn.Module] = []

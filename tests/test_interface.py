@@ -1,0 +1,87 @@
+"""Every family honours the model interface (one small representative per family).
+
+The representative is the family's smallest architecture by fixture parameter count, built on
+CPU with random init at a small input size.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import visionzoo
+from visionzoo.interface import VisionModel
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _representatives() -> list:
+    out = []
+    for family in visionzoo.list_modules():
+        path = FIXTURES / f"{family}.json.gz"
+        if not path.exists():
+            continue
+        with gzip.open(path, "rt") as f:
+            recs = [r for r in json.load(f)["models"] if "error" not in r and visionzoo.is_model(r["name"])]
+        if recs:
+            rec = min(recs, key=lambda r: r["num_params"])
+            out.append(pytest.param(rec["name"], rec["input_size"], id=f"{family}:{rec['name']}"))
+    return out
+
+
+def _size(input_size):
+    c, h, w = input_size
+    return (2, c, h, w) if h <= 64 else (2, c, min(h, 224), min(w, 224))
+
+
+@pytest.mark.parametrize("name,input_size", _representatives())
+def test_interface(name, input_size):
+    torch.manual_seed(0)
+    model = visionzoo.create_model(name).eval()
+    assert isinstance(model, VisionModel)
+    x = torch.randn(_size(input_size))
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model.forward_head(feats)
+        assert logits.shape == (2, model.num_classes)
+        torch.testing.assert_close(model(x), logits)
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (2, model.head_hidden_size)
+        # intermediates: one map per feature_info level, with its channels
+        n = len(model.feature_info)
+        final, maps = model.forward_intermediates(x)
+        assert len(maps) == n
+        chans = [m.shape[1] if m.ndim == 4 else m.shape[-1] for m in maps]
+        assert chans == [f["num_chs"] for f in model.feature_info]
+        only = model.forward_intermediates(x, indices=[0, n - 1], intermediates_only=True)
+        assert len(only) == 2
+        torch.testing.assert_close(only[-1], maps[-1])
+        # grad checkpointing must not change the result
+        model.set_grad_checkpointing(True)
+        torch.testing.assert_close(model(x), logits, rtol=1e-4, atol=1e-4)
+        model.set_grad_checkpointing(False)
+    # new head
+    model.reset_classifier(7)
+    assert model.num_classes == 7 and model.get_classifier() is not None
+    with torch.no_grad():
+        assert model(x).shape == (2, 7)
+    model.reset_classifier(0)
+    with torch.no_grad():
+        assert model(x).shape == (2, model.head_hidden_size)
+
+
+@pytest.mark.parametrize("name,input_size", _representatives())
+def test_features_only_every_family(name, input_size):
+    model = visionzoo.create_model(name, features_only=True).eval()
+    x = torch.randn(_size(input_size))
+    with torch.no_grad():
+        maps = model(x)
+    nhwc = model.output_fmt == "NHWC"  # native layout of the family (e.g. Swin), NCHW otherwise
+    assert [m.shape[-1 if nhwc else 1] for m in maps] == model.feature_info.channels()
+    for m, red in zip(maps, model.feature_info.reduction()):
+        assert m.ndim == 4
+        width = m.shape[2] if nhwc else m.shape[3]
+        assert abs(width - x.shape[-1] / red) <= 1, (m.shape, red)

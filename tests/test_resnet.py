@@ -1,0 +1,137 @@
+"""Family-specific behaviour of ResNet / ResNetV2 beyond the fixture conformance checks."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import visionzoo
+from visionzoo.layers.blur_pool import BlurPool2d
+from visionzoo.layers.norm_act import EvoNorm2dS0, FilterResponseNormTlu2d
+from visionzoo.layers.std_conv import StdConv2d, standardize_weight
+
+X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "resnetv2_18d"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_output_stride_dilates(name: str, output_stride: int) -> None:
+    model = visionzoo.create_model(name, output_stride=output_stride, num_classes=7).eval()
+    with torch.no_grad():
+        feats = model.forward_features(X)
+        maps = model.forward_intermediates(X, intermediates_only=True)
+    assert feats.shape[-1] == 64 // output_stride
+    assert [f["reduction"] for f in model.feature_info] == [min(r, output_stride) for r in (2, 4, 8, 16, 32)]
+    assert [m.shape[-1] for m in maps] == [64 // f["reduction"] for f in model.feature_info]
+    assert model(X).shape == (2, 7)
+
+
+def test_anti_aliased_dilated() -> None:
+    model = visionzoo.create_model("resnetaa34d", output_stride=16, num_classes=0).eval()
+    with torch.no_grad():
+        assert model.forward_features(X).shape == (2, 512, 4, 4)
+
+
+def test_drop_path_and_drop_block_train_mode() -> None:
+    torch.manual_seed(0)
+    model = visionzoo.create_model("test_resnet", drop_path_rate=0.5, drop_block_rate=0.5, drop_rate=0.2)
+    model.train()
+    a, b = model(X), model(X)
+    assert not torch.allclose(a, b), "stochastic regularisers should change train-mode outputs"
+    a.sum().backward()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(X), model(X))
+
+
+def test_resnetv2_drop_path_train_mode() -> None:
+    torch.manual_seed(0)
+    model = visionzoo.create_model("resnetv2_18", drop_path_rate=0.5).train()
+    assert not torch.allclose(model(X), model(X))
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "resnetv2_18"])
+def test_grad_checkpointing_same_output_and_grads(name: str) -> None:
+    torch.manual_seed(0)
+    model = visionzoo.create_model(name, num_classes=5)
+    model.train()
+    for m in model.modules():  # BN in train mode still updates stats: run both passes from the same state
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.0
+    ref = model(X)
+    ref.sum().backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    out = model(X)
+    out.sum().backward()
+    torch.testing.assert_close(out, ref)
+    for g, r in zip((p.grad for p in model.parameters()), ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "resnetv2_18"])
+def test_intermediates_and_features_only(name: str) -> None:
+    model = visionzoo.create_model(name).eval()
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(X)
+        torch.testing.assert_close(final, model.forward_features(X))
+        fmodel = visionzoo.create_model(name, features_only=True, out_indices=(1, 3)).eval()
+        fmodel.load_state_dict(model.state_dict(), strict=False)
+        fmaps = fmodel(X)
+    assert len(maps) == 5 and len(fmaps) == 2
+    torch.testing.assert_close(fmaps[0], maps[1])
+    torch.testing.assert_close(fmaps[1], maps[3])
+    assert fmodel.feature_info.channels() == [model.feature_info[i]["num_chs"] for i in (1, 3)]
+
+
+def test_resnetv2_norm_applies_to_last_level() -> None:
+    model = visionzoo.create_model("resnetv2_18").eval()
+    with torch.no_grad():
+        raw = model.forward_intermediates(X, indices=[4], intermediates_only=True)[0]
+        normed = model.forward_intermediates(X, indices=[4], norm=True, intermediates_only=True)[0]
+        torch.testing.assert_close(normed, model.norm(raw))
+        torch.testing.assert_close(normed, model.forward_features(X))
+
+
+def test_pruned_and_pool_variants() -> None:
+    model = visionzoo.create_model("ecaresnet50d_pruned", global_pool="catavgmax", num_classes=3).eval()
+    with torch.no_grad():
+        assert model(X[:1]).shape == (1, 3)
+    assert model.num_features == 2022
+    model.reset_classifier(0)
+    with torch.no_grad():
+        assert model(X[:1]).shape == (1, 2 * 2022)
+
+
+def test_blur_pool_preserves_constants_and_halves() -> None:
+    pool = BlurPool2d(4)
+    y = pool(torch.full((1, 4, 9, 9), 3.0))
+    assert y.shape == (1, 4, 5, 5)
+    torch.testing.assert_close(y, torch.full_like(y, 3.0))
+    assert "filt" not in pool.state_dict()
+
+
+def test_std_conv_standardises_filters() -> None:
+    conv = StdConv2d(3, 8, 3, eps=1e-8)
+    w = standardize_weight(conv.weight, 1e-8).reshape(8, -1)
+    torch.testing.assert_close(w.mean(1), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(w.var(1, unbiased=False), torch.ones(8), atol=1e-4, rtol=0)
+    # invariant to a per-filter affine rescale of the stored weight
+    x = torch.randn(1, 3, 8, 8)
+    ref = conv(x)
+    with torch.no_grad():
+        conv.weight.mul_(3.0).add_(0.5)
+    torch.testing.assert_close(conv(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_sample_wise_norms_batch_independent() -> None:
+    x = torch.randn(4, 64, 5, 5)
+    for norm in (EvoNorm2dS0(64), FilterResponseNormTlu2d(64)):
+        torch.testing.assert_close(norm(x)[:1], norm(x[:1]))
+
+
+def test_meta_device_build() -> None:
+    with torch.device("meta"):
+        for name in ("resnetblur18", "resnetv2_50x1_bit", "resnetv2_50d_evos"):
+            model = visionzoo.create_model(name)
+            assert next(model.parameters()).device.type == "meta"

@@ -1,0 +1,34 @@
+"""Fine-tuning: training loop, optimizers with layer decay, schedules, EMA, mixup, checkpoints, DDP.
+
+Python API::
+
+    from visionzoo.train import TrainConfig, train
+    result = train(TrainConfig(model="resnet18", dataset="digits", in_chans=1, img_size=32, epochs=5))
+
+The ``visionzoo train`` / ``visionzoo validate`` commands wrap :func:`train` and :func:`evaluate`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": "engine", "train": "engine", "evaluate": "engine", "build_datasets": "engine",
+    "create_loader": "engine",
+    "create_optimizer": "optim", "param_groups": "optim", "param_layer_ids": "optim", "Lamb": "optim",
+    "Scheduler": "scheduler", "ModelEma": "ema", "Mixup": "mixup", "SoftTargetCrossEntropy": "mixup",
+    "save_checkpoint": "checkpoint", "load_training_checkpoint": "checkpoint", "ResumeError": "checkpoint",
+    "build_train_model": "model", "MlpHeadClassifier": "model", "freeze_backbone": "model",
+    "init_distributed": "distributed", "plot_metrics": "metrics", "write_csv": "metrics", "read_csv": "metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'visionzoo.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,492 @@
+"""The training loop: data, model, optimizer, schedule, AMP, EMA, mixup, DDP, checkpoints and metrics.
+
+:func:`train` runs a whole fine-tuning job from a :class:`TrainConfig`; the ``visionzoo train`` command
+is a thin wrapper. Reproducibility: every epoch reseeds Python/NumPy/torch and the data order from
+``(seed, epoch, rank)``, so a run resumed from the checkpoint of epoch *e* replays epochs *e+1..*
+exactly as the uninterrupted run does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data.distributed import DistributedSampler
+
+from ..data.dataset import DatasetError, ImageFolder, builtin_dataset_dir, find_classes, find_split_dirs, split_samples
+from .checkpoint import FORMAT, ResumeError, get_rng_state, load_training_checkpoint, save_checkpoint, set_rng_state
+from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
+from .ema import ModelEma
+from .metrics import AverageMeter, plot_metrics, topk_correct, write_csv
+from .mixup import Mixup, SoftTargetCrossEntropy
+from .model import build_train_model, freeze_backbone, model_info, set_frozen_norms_eval
+from .optim import create_optimizer
+from .scheduler import Scheduler
+
+__all__ = ["TrainConfig", "train", "evaluate", "build_datasets", "create_loader", "ShardSampler", "AMP_DTYPES"]
+
+AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; field names equal the ``visionzoo train`` options (dashes -> underscores)."""
+
+    model: str
+    data: str | None = None
+    dataset: str | None = None
+    num_classes: int | None = None
+    pretrained: bool = False
+    initial_checkpoint: str | None = None
+    in_chans: int | None = None
+    val_split: float = 0.1
+    # input pipeline
+    img_size: int | None = None
+    crop_pct: float | None = None
+    interpolation: str | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    scale: Sequence[float] = (0.08, 1.0)
+    ratio: Sequence[float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    color_jitter: float = 0.0
+    workers: int = 2
+    # head / regularisation
+    head: str = "linear"
+    head_hidden: int = 512
+    head_dropout: float = 0.2
+    drop_rate: float | None = None
+    drop_path_rate: float | None = None
+    freeze_backbone: bool = False
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 32
+    opt: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    layer_decay: float | None = None
+    clip_grad: float | None = None
+    sched: str = "cosine"
+    warmup: float = 0.0
+    warmup_lr_factor: float = 0.01
+    min_lr: float = 0.0
+    decay_epochs: float = 30.0
+    decay_rate: float = 0.1
+    amp: str = "none"
+    grad_checkpointing: bool = False
+    channels_last: bool = False
+    ema: bool = False
+    ema_decay: float = 0.999
+    # run
+    output: str | None = None
+    resume: str | None = None
+    keep_checkpoints: int = 0
+    seed: int = 42
+    device: str | None = None
+    progress: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, checkpoint-safe values (tuples -> lists)."""
+        out = {}
+        for k, v in dataclasses.asdict(self).items():
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...``: every sample evaluated exactly once over all processes."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.rank, self.world_size = n, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+
+def _data_root(cfg: TrainConfig) -> Path:
+    if cfg.data and cfg.dataset:
+        raise ValueError("give either --data DIR or --dataset NAME, not both")
+    if cfg.dataset:
+        return builtin_dataset_dir(cfg.dataset)
+    if not cfg.data:
+        raise ValueError("no training data: pass --data DIR (one sub-directory per class) or --dataset digits")
+    return Path(cfg.data)
+
+
+def build_datasets(cfg: TrainConfig, train_transform: Any, eval_transform: Any,
+                   seed: int = 0) -> tuple[ImageFolder, ImageFolder | None]:
+    """Train and validation :class:`ImageFolder` s from ``cfg.data`` / ``cfg.dataset``.
+
+    ``DIR/train`` + ``DIR/val`` are used when present; otherwise ``DIR`` is split by ``val_split``
+    (stratified, seeded). Validation classes must be a subset of the training classes and share
+    their indices.
+    """
+    root = _data_root(cfg)
+    train_dir, val_dir = find_split_dirs(root)
+    full = ImageFolder(train_dir, train_transform)
+    if val_dir is None:
+        if cfg.val_split <= 0:
+            return full, None
+        tr, va = split_samples(full.targets, cfg.val_split, seed)
+        return full.subset(tr, train_transform), (full.subset(va, eval_transform) if va else None)
+    val_classes = find_classes(val_dir)
+    unknown = [c for c in val_classes if c not in full.class_to_idx]
+    if unknown:
+        raise DatasetError(f"validation folder {val_dir} has classes not in {train_dir}: {', '.join(unknown[:10])}")
+    val = ImageFolder(val_dir, eval_transform, classes=val_classes)
+    samples = [(p, full.class_to_idx[val_classes[t]]) for p, t in val.samples]
+    return full, ImageFolder(val_dir, eval_transform, classes=full.classes, samples=samples)
+
+
+def create_loader(dataset: ImageFolder, batch_size: int, sampler: Sampler[int], workers: int,
+                  drop_last: bool = False, pin_memory: bool = False,
+                  generator: torch.Generator | None = None) -> DataLoader:
+    """A ``DataLoader`` with worker processes (not persistent: each epoch's workers are seeded anew)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=max(0, workers),
+                      drop_last=drop_last, pin_memory=pin_memory, generator=generator,
+                      prefetch_factor=2 if workers > 0 else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2 ** 31)
+
+
+def _seed_all(s: int) -> None:
+    random.seed(s)
+    np.random.seed(s % (2 ** 32))
+    torch.manual_seed(s)
+
+
+def _autocast(device: torch.device, amp: str) -> Any:
+    dtype = AMP_DTYPES[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _broadcast_state(module: nn.Module) -> None:
+    """Give every process rank 0's buffers/weights (BatchNorm statistics drift per rank under DDP)."""
+    if dist.is_available() and dist.is_initialized():
+        for t in module.state_dict().values():
+            dist.broadcast(t, src=0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "none",
+             channels_last: bool = False, progress: bool | None = False, desc: str = "val") -> dict[str, float]:
+    """Loss, top-1 and top-5 accuracy (%) over ``loader``, summed across processes when distributed."""
+    model.eval()
+    loss_sum, c1, c5, n = 0.0, 0, 0, 0
+    it = loader
+    if progress is not False:
+        from tqdm import tqdm
+        it = tqdm(loader, desc=desc, leave=False, disable=progress is None and not sys.stderr.isatty())
+    for x, y in it:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        a, b = topk_correct(logits, y, (1, 5))
+        c1, c5, n = c1 + a, c5 + b, n + y.shape[0]
+    loss_sum, c1, c5, n = all_reduce_sum([loss_sum, c1, c5, n], device)
+    if n == 0:
+        return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "count": 0}
+    return {"loss": loss_sum / n, "top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "count": int(n)}
+
+
+def _log(info: DistInfo, msg: str) -> None:
+    if info.primary:
+        print(msg, flush=True)
+
+
+def _check_resume_compat(ckpt: dict[str, Any], minfo: dict[str, Any], class_names: list[str], path: str) -> None:
+    old = ckpt.get("model_info") or {}
+    diffs = [f"{k}: checkpoint {old[k]!r} vs now {minfo[k]!r}" for k in ("model", "num_classes", "in_chans", "head")
+             if k in old and old[k] != minfo[k]]
+    if ckpt.get("class_names") and list(ckpt["class_names"]) != class_names:
+        diffs.append("class folders differ from the checkpoint's classes")
+    if diffs:
+        raise ResumeError(f"cannot resume from {path}: the run differs from the checkpoint ({'; '.join(diffs)})")
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) a fine-tuning job; returns the final epoch's metrics row (with ``best_top1``).
+
+    Writes to ``cfg.output``: ``last.pth`` every epoch, ``model_best.pth`` on a new best val top-1,
+    ``checkpoint-<epoch>.pth`` (the newest ``keep_checkpoints``), ``metrics.csv``, ``metrics.svg``
+    (``.png`` too with matplotlib) and ``args.json``. Under torchrun every process runs this;
+    rank 0 alone writes files and logs.
+    """
+    info = init_distributed(cfg.device)
+    try:
+        return _train(cfg, info)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
+    from ..data.config import resolve_data_config
+    from ..data.transforms import create_transform
+
+    if cfg.amp not in AMP_DTYPES:
+        raise ValueError(f"unknown --amp {cfg.amp!r}; choose from {', '.join(AMP_DTYPES)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError("--epochs and --batch-size must be ≥ 1")
+    device = info.device
+    ckpt = load_training_checkpoint(cfg.resume) if cfg.resume else None
+    out_dir = Path(cfg.output) if cfg.output else (Path(cfg.resume).parent if cfg.resume else
+                                                   Path("runs") / f"{cfg.model.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if info.distributed and not cfg.output and not cfg.resume:
+        raise ValueError("under torchrun pass --output DIR (the default name has a per-process timestamp)")
+
+    # --- data: classes first, to size the head
+    root = _data_root(cfg)
+    train_dir, _ = find_split_dirs(root)
+    classes = find_classes(train_dir)
+    if cfg.num_classes is not None and cfg.num_classes != len(classes):
+        raise DatasetError(f"--num-classes {cfg.num_classes} but {train_dir} has {len(classes)} class folders "
+                           f"({', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''})")
+    num_classes = len(classes)
+
+    # --- model
+    _seed_all(cfg.seed)
+    model = build_train_model(cfg.model, num_classes, cfg.in_chans, cfg.pretrained, cfg.head, cfg.head_hidden,
+                              cfg.head_dropout, cfg.drop_rate, cfg.drop_path_rate, cfg.initial_checkpoint)
+    data_cfg = resolve_data_config({"img_size": cfg.img_size, "in_chans": cfg.in_chans, "crop_pct": cfg.crop_pct,
+                                    "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std}, model=model)
+    in_chans = data_cfg["input_size"][0]
+    minfo = model_info(cfg.to_dict(), num_classes, in_chans)
+    if cfg.freeze_backbone:
+        freeze_backbone(model)
+    if cfg.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ValueError(f"{cfg.model} does not support --grad-checkpointing")
+        model.set_grad_checkpointing(True)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    train_tf = create_transform(**data_cfg, is_training=True, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
+                                hflip=cfg.hflip, color_jitter=cfg.color_jitter)
+    eval_tf = create_transform(**data_cfg, is_training=False)
+    train_set, val_set = build_datasets(cfg, train_tf, eval_tf, seed=cfg.seed)
+    per_rank = math.ceil(len(train_set) / info.world_size)
+    drop_last = per_rank > cfg.batch_size
+    train_sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                       seed=cfg.seed)
+    gen = torch.Generator()
+    pin = device.type == "cuda"
+    train_loader = create_loader(train_set, cfg.batch_size, train_sampler, cfg.workers, drop_last, pin, gen)
+    val_loader = None
+    if val_set is not None:
+        val_loader = create_loader(val_set, cfg.batch_size, ShardSampler(len(val_set), info.rank, info.world_size),
+                                   cfg.workers, False, pin)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise DatasetError("the training set is empty")
+
+    # --- optimisation
+    optimizer = create_optimizer(model, cfg.opt, cfg.lr, cfg.weight_decay, cfg.momentum, layer_decay=cfg.layer_decay)
+    scheduler = Scheduler(optimizer, cfg.lr, cfg.epochs * steps_per_epoch, steps_per_epoch, cfg.sched,
+                          warmup_steps=int(round(cfg.warmup * steps_per_epoch)), warmup_lr_factor=cfg.warmup_lr_factor,
+                          min_lr=cfg.min_lr, decay_epochs=cfg.decay_epochs, decay_rate=cfg.decay_rate)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "float16")
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema else None
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.label_smoothing)
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    else:
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    start_epoch, history, best = 0, [], float("-inf")
+    if ckpt is not None:
+        _check_resume_compat(ckpt, minfo, classes, str(cfg.resume))
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ResumeError(f"cannot resume from {cfg.resume}: state does not fit this run "
+                              f"({str(e).splitlines()[0]})") from e
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            if ckpt.get("state_dict_ema") is not None:
+                ema.module.load_state_dict(ckpt["state_dict_ema"])
+                ema.num_updates.fill_(int(ckpt.get("ema_updates", 0)))
+            else:
+                _log(info, "warning: checkpoint has no EMA weights; the EMA restarts from the current weights")
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("rng"):
+            set_rng_state(ckpt["rng"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        history = [dict(r) for r in ckpt.get("history", [])]
+        best = float(ckpt.get("best_top1", float("-inf")))
+        _log(info, f"resumed from {cfg.resume}: epoch {start_epoch}/{cfg.epochs} done, continuing")
+
+    train_model: nn.Module = model
+    if info.distributed:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if info.primary:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "args.json").write_text(json.dumps({**cfg.to_dict(), "world_size": info.world_size,
+                                                       "data_config": data_cfg, "classes": classes}, indent=2))
+        if history:  # drop rows a killed run logged after its last checkpoint
+            write_csv(out_dir / "metrics.csv", history)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    _log(info, f"{cfg.model}: {num_classes} classes, in_chans {in_chans}, input {tuple(data_cfg['input_size'])}, "
+               f"{n_train / 1e6:.2f}M trainable params; {len(train_set)} train / {len(val_set) if val_set else 0} val "
+               f"images; {info.world_size} process(es) × batch {cfg.batch_size}; {steps_per_epoch} steps/epoch; "
+               f"device {device}; output {out_dir}")
+
+    row: dict[str, Any] = history[-1] if history else {}
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        s = _epoch_seed(cfg.seed, epoch, info.rank)
+        _seed_all(s)
+        gen.manual_seed(s)
+        train_sampler.set_epoch(epoch)
+        stats = _train_one_epoch(train_model, model, train_loader, optimizer, scheduler, scaler, criterion, mixup,
+                                 ema, cfg, info, epoch, steps_per_epoch)
+        row = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": stats["loss"], "train_top1": stats["top1"]}
+        if val_loader is not None:
+            if info.distributed:
+                _broadcast_state(model)
+            m = evaluate(model, val_loader, device, cfg.amp, cfg.channels_last, cfg.progress if info.primary else False)
+            row.update(val_loss=m["loss"], val_top1=m["top1"], val_top5=m["top5"])
+            if ema is not None:
+                if info.distributed:
+                    _broadcast_state(ema.module)
+                me = evaluate(ema.module, val_loader, device, cfg.amp, cfg.channels_last, False)
+                row.update(ema_val_loss=me["loss"], ema_val_top1=me["top1"], ema_val_top5=me["top5"])
+        row["epoch_time_s"] = time.perf_counter() - t0
+        history.append(row)
+        score = row.get("val_top1", -row["train_loss"])
+        is_best = score > best
+        best = max(best, score)
+        row["best_top1"] = best if val_loader is not None else float("nan")
+        _log(info, f"epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(
+            f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float)))
+        if info.primary:
+            write_csv(out_dir / "metrics.csv", history)
+            try:
+                plot_metrics(history, out_dir)
+            except Exception as e:  # a plotting problem must never stop training
+                print(f"warning: could not draw the metrics plot: {e}", file=sys.stderr)
+            state = {
+                "format": FORMAT, "epoch": epoch, "state_dict": model.state_dict(),
+                "state_dict_ema": ema.module.state_dict() if ema is not None else None,
+                "ema_updates": int(ema.num_updates) if ema is not None else 0,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "rng": get_rng_state(), "args": cfg.to_dict(), "history": history, "best_top1": best,
+                "class_names": classes, "model_info": minfo, "data_config": {k: list(v) if isinstance(v, tuple) else v
+                                                                             for k, v in data_cfg.items()},
+                "world_size": info.world_size,
+            }
+            save_checkpoint(state, out_dir / "last.pth")
+            if is_best:
+                save_checkpoint(state, out_dir / "model_best.pth")
+            if cfg.keep_checkpoints > 0:
+                save_checkpoint(state, out_dir / f"checkpoint-{epoch + 1}.pth")
+                old = out_dir / f"checkpoint-{epoch + 1 - cfg.keep_checkpoints}.pth"
+                if old.exists():
+                    old.unlink()
+        barrier()
+    if not history:
+        raise RuntimeError("nothing to do: no epochs were run")
+    if start_epoch >= cfg.epochs:
+        _log(info, f"checkpoint already holds all {cfg.epochs} epochs; nothing to train")
+    return dict(row, best_top1=best, output=str(out_dir))
+
+
+def _train_one_epoch(train_model: nn.Module, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                     scheduler: Scheduler, scaler: torch.amp.GradScaler, criterion: nn.Module, mixup: Mixup | None,
+                     ema: ModelEma | None, cfg: TrainConfig, info: DistInfo, epoch: int,
+                     steps_per_epoch: int) -> dict[str, float]:
+    device = info.device
+    train_model.train()
+    if cfg.freeze_backbone:
+        set_frozen_norms_eval(model)
+    loss_m, correct, seen = AverageMeter(), 0, 0
+    it: Any = loader
+    bar = None
+    if info.primary and cfg.progress is not False:
+        from tqdm import tqdm
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, total=steps_per_epoch,
+                   disable=cfg.progress is None and not sys.stderr.isatty())
+        it = bar
+    lr = scheduler.get_last_lr()
+    for step, (x, y) in enumerate(it):
+        lr = scheduler.step(epoch * steps_per_epoch + step)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target: torch.Tensor = y
+        if mixup is not None:
+            x, target = mixup(x, y)
+        with _autocast(device, cfg.amp):
+            logits = train_model(x)
+            loss = criterion(logits.float(), target)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1}; "
+                               "try a lower --lr, --clip-grad, or --amp none")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.clip_grad:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        if ema is not None:
+            ema.update(model)
+        loss_m.update(float(loss.detach()), y.shape[0])
+        if mixup is None:
+            correct += topk_correct(logits.detach(), y, (1,))[0]
+        seen += y.shape[0]
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss_m.avg:.4f}", lr=f"{lr:.3g}")
+    if bar is not None:
+        bar.close()
+    loss_sum, n, c = all_reduce_sum([loss_m.sum, loss_m.count, correct], device)
+    return {"loss": loss_sum / max(n, 1), "top1": 100.0 * c / max(n, 1) if mixup is None else float("nan"), "lr": lr}
