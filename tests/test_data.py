@@ -92,7 +92,7 @@ def test_load_image_errors(tmp_path):
 
 def test_class_names():
     names = imagenet_class_names()
-    assert len(names) == 1000 and names[0] == "tench" and names[281] == "tabby cat"
+    assert len(names) == 1000 and names[0] == "tench" and names[281] == "tabby"
     assert imagenet_class_names(short=False)[1].startswith("goldfish")
     assert class_names_for(3) == ["0", "1", "2"]
     assert class_names_for(2, ("cat", "dog")) == ["cat", "dog"]

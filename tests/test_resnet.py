@@ -1,21 +1,43 @@
 """Family-specific behaviour of ResNet / ResNetV2 beyond the fixture conformance checks."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import visionzoo
+from visionzoo.features import FeatureListNet
 from visionzoo.layers.blur_pool import BlurPool2d
+from visionzoo.models.resnet import ResNet
+from visionzoo.models.resnetv2 import ResNetV2
 from visionzoo.layers.norm_act import EvoNorm2dS0, FilterResponseNormTlu2d
 from visionzoo.layers.std_conv import StdConv2d, standardize_weight
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+_TINY = dict(layers=(1, 1, 1, 1), channels=(16, 24, 32, 48))
 
 
-@pytest.mark.parametrize("name", ["test_resnet", "resnetv2_18d"])
+def tiny_resnet(**kwargs) -> ResNet:
+    """A few-thousand-parameter ResNet-D (named variants are too slow to init for unit tests)."""
+    return ResNet(**{**_TINY, "block": "basic", "stem_width": 8, "stem_type": "deep", "avg_down": True, **kwargs})
+
+
+def tiny_resnetv2(**kwargs) -> ResNetV2:
+    return ResNetV2(**{**_TINY, "basic": True, "bottle_ratio": 1.0, "stem_chs": 16, "stem_type": "deep",
+                       "avg_down": True, **kwargs})
+
+
+_BUILD = {"resnet": tiny_resnet, "resnetv2": tiny_resnetv2}
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "resnetv2"])
 @pytest.mark.parametrize("output_stride", [8, 16])
 def test_output_stride_dilates(name: str, output_stride: int) -> None:
-    model = visionzoo.create_model(name, output_stride=output_stride, num_classes=7).eval()
+    if name in _BUILD:
+        model = _BUILD[name](output_stride=output_stride, num_classes=7).eval()
+    else:
+        model = visionzoo.create_model(name, output_stride=output_stride, num_classes=7).eval()
     with torch.no_grad():
         feats = model.forward_features(X)
         maps = model.forward_intermediates(X, intermediates_only=True)
@@ -25,10 +47,12 @@ def test_output_stride_dilates(name: str, output_stride: int) -> None:
     assert model(X).shape == (2, 7)
 
 
-def test_anti_aliased_dilated() -> None:
-    model = visionzoo.create_model("resnetaa34d", output_stride=16, num_classes=0).eval()
+@pytest.mark.parametrize("aa", ["avg", "blur"])
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_anti_aliased_dilated(aa: str, block: str) -> None:
+    model = tiny_resnet(aa_layer=aa, block=block, output_stride=16, num_classes=0).eval()
     with torch.no_grad():
-        assert model.forward_features(X).shape == (2, 512, 4, 4)
+        assert model.forward_features(X).shape == (2, model.num_features, 4, 4)
 
 
 def test_drop_path_and_drop_block_train_mode() -> None:
@@ -45,14 +69,14 @@ def test_drop_path_and_drop_block_train_mode() -> None:
 
 def test_resnetv2_drop_path_train_mode() -> None:
     torch.manual_seed(0)
-    model = visionzoo.create_model("resnetv2_18", drop_path_rate=0.5).train()
+    model = tiny_resnetv2(drop_path_rate=0.5).train()
     assert not torch.allclose(model(X), model(X))
 
 
-@pytest.mark.parametrize("name", ["test_resnet", "resnetv2_18"])
+@pytest.mark.parametrize("name", ["resnet", "resnetv2"])
 def test_grad_checkpointing_same_output_and_grads(name: str) -> None:
     torch.manual_seed(0)
-    model = visionzoo.create_model(name, num_classes=5)
+    model = _BUILD[name](num_classes=5)
     model.train()
     for m in model.modules():  # BN in train mode still updates stats: run both passes from the same state
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -69,14 +93,18 @@ def test_grad_checkpointing_same_output_and_grads(name: str) -> None:
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["test_resnet", "resnetv2_18"])
+@pytest.mark.parametrize("name", ["test_resnet", "resnetv2"])
 def test_intermediates_and_features_only(name: str) -> None:
-    model = visionzoo.create_model(name).eval()
+    if name in _BUILD:
+        model = _BUILD[name]().eval()
+        fmodel = FeatureListNet(copy.deepcopy(model), (1, 3)).eval()
+    else:
+        model = visionzoo.create_model(name).eval()
+        fmodel = visionzoo.create_model(name, features_only=True, out_indices=(1, 3)).eval()
+        fmodel.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
         final, maps = model.forward_intermediates(X)
         torch.testing.assert_close(final, model.forward_features(X))
-        fmodel = visionzoo.create_model(name, features_only=True, out_indices=(1, 3)).eval()
-        fmodel.load_state_dict(model.state_dict(), strict=False)
         fmaps = fmodel(X)
     assert len(maps) == 5 and len(fmaps) == 2
     torch.testing.assert_close(fmaps[0], maps[1])
@@ -85,7 +113,7 @@ def test_intermediates_and_features_only(name: str) -> None:
 
 
 def test_resnetv2_norm_applies_to_last_level() -> None:
-    model = visionzoo.create_model("resnetv2_18").eval()
+    model = tiny_resnetv2().eval()
     with torch.no_grad():
         raw = model.forward_intermediates(X, indices=[4], intermediates_only=True)[0]
         normed = model.forward_intermediates(X, indices=[4], norm=True, intermediates_only=True)[0]
@@ -93,14 +121,17 @@ def test_resnetv2_norm_applies_to_last_level() -> None:
         torch.testing.assert_close(normed, model.forward_features(X))
 
 
-def test_pruned_and_pool_variants() -> None:
-    model = visionzoo.create_model("ecaresnet50d_pruned", global_pool="catavgmax", num_classes=3).eval()
+def test_pruned_widths_and_pool_variants() -> None:
+    widths = (((8, 6, 20),), ((10, 12, 24), (9, 7, 24)), ((11, 5, 30),), ((12, 13, 40),))
+    model = tiny_resnet(block="bottleneck", layers=(1, 2, 1, 1), block_widths=widths, attn_layer="eca",
+                        global_pool="catavgmax", num_classes=3).eval()
     with torch.no_grad():
         assert model(X[:1]).shape == (1, 3)
-    assert model.num_features == 2022
+    assert model.num_features == 40
+    assert [f["num_chs"] for f in model.feature_info] == [16, 20, 24, 30, 40]
     model.reset_classifier(0)
     with torch.no_grad():
-        assert model(X[:1]).shape == (1, 2 * 2022)
+        assert model(X[:1]).shape == (1, 2 * 40)
 
 
 def test_blur_pool_preserves_constants_and_halves() -> None:

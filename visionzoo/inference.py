@@ -8,7 +8,8 @@ What :func:`optimize` does, in order (each step can be turned off):
    into the convolution's weight and bias and replaced by ``nn.Identity``. Pairs are found by
    running one forward pass under a :class:`~torch.overrides.TorchFunctionMode` that records
    which op consumes each convolution output, so it works for any module layout
-   (``ConvNormAct``'s ``conv``/``bn``, ResNet's ``conv1``/``bn1``, ``nn.Sequential``s, ...) and never
+   (``ConvNormAct``'s ``conv``/``bn``, ResNet's ``conv1``/``bn1``, ``nn.Sequential``s, ...; a
+   ``BatchNormAct2d`` leaves its activation behind) and never
    folds a convolution whose output is also used elsewhere (pre-activation shortcuts, ...);
 3. **fused attention**: modules with a boolean ``fused_attn`` attribute are switched to
    ``F.scaled_dot_product_attention``;
@@ -125,9 +126,23 @@ def _foldable_conv(m: nn.Module) -> bool:
     return type(m).forward in plain and isinstance(getattr(m, "weight", None), torch.Tensor)
 
 
+def _bn_remainder(m: nn.Module) -> nn.Module | None:
+    """What replaces a folded BatchNorm: ``Identity``, the activation of a ``BatchNormAct2d``,
+    or ``None`` when ``m`` is not a foldable eval-mode BatchNorm."""
+    if not (isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training
+            and m.running_mean is not None and m.running_var is not None):
+        return None
+    if type(m).forward is _BN_FORWARD:
+        return nn.Identity()
+    from .layers.norm_act import BatchNormAct2d
+
+    if type(m) is BatchNormAct2d:  # normalisation then ``self.act``
+        return m.act
+    return None
+
+
 def _foldable_bn(m: nn.Module) -> bool:
-    return (isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m).forward is _BN_FORWARD
-            and not m.training and m.running_mean is not None and m.running_var is not None)
+    return _bn_remainder(m) is not None
 
 
 class _UseCounter(TorchFunctionMode):
@@ -240,8 +255,10 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None,
         example = example_input(model, img_size)
     pairs = _find_conv_bn_pairs(model, example)
     for conv_name, bn_name in pairs:
-        _fold_pair(model.get_submodule(conv_name), model.get_submodule(bn_name))
-        _set_submodule(model, bn_name, nn.Identity())
+        bn = model.get_submodule(bn_name)
+        remainder = _bn_remainder(bn)
+        _fold_pair(model.get_submodule(conv_name), bn)
+        _set_submodule(model, bn_name, remainder)
     return pairs
 
 

@@ -27,10 +27,19 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop
 
 __all__ = ["count_params", "count_macs", "PeakMemoryTracker", "CountResult"]
 
+
+
+def _cpu_sdpa_flop(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    # ``sdpa_flop`` is already wrapped to take tensors; ``_get_raw`` stops FlopCounterMode wrapping it again
+    return sdpa_flop(*args, out_val=out_val, **kwargs)
+
+
+_cpu_sdpa_flop._get_raw = True  # type: ignore[attr-defined]
+
 # CPU's fused attention kernel is missing from torch's flop table; its cost is the usual SDPA formula
 _EXTRA_FLOPS: dict[Any, Callable[..., int]] = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    _EXTRA_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_flop
+    _EXTRA_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flop
 
 
 def _forward_ops() -> set[Any]:
@@ -74,14 +83,19 @@ class _ActivationCounter(TorchDispatchMode):
 def count_macs(model: nn.Module, inputs: torch.Tensor) -> CountResult:
     """MACs and activations of one forward pass of ``model`` on ``inputs`` (any device, incl. meta).
 
+    Use batch size 1 on real devices: the pass keeps autograd's graph.
     Numbers are for the whole batch; divide by the batch size for per-image values.
     """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     flops = FlopCounterMode(display=False, custom_mapping=dict(_EXTRA_FLOPS))
     acts = _ActivationCounter()
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), flops, acts:
+        # grad stays enabled: FlopCounterMode's module tracker hooks autograd. The math attention
+        # kernel splits attention into matmuls on every device, as on meta (and as fvcore counts).
+        with sdpa_kernel(SDPBackend.MATH), flops, acts:
             model(inputs)
     finally:
         model.train(was_training)

@@ -173,15 +173,25 @@ def _optimizer_fn() -> Callable[..., nn.Module] | None:
     return optimize
 
 
-def _apply_optimize(model: nn.Module, example: torch.Tensor) -> nn.Module:
+def _apply_optimize(model: nn.Module, example: torch.Tensor, cfg: BenchConfig) -> tuple[nn.Module, str]:
+    """``visionzoo.inference.optimize`` with the benchmark's dtype; returns the model and a note."""
     fn = _optimizer_fn()
     if fn is None:
         raise ImportError("visionzoo.inference.optimize is not available")
     params = inspect.signature(fn).parameters
-    for key in ("example_inputs", "example_input", "example"):
+    kwargs: dict[str, Any] = {}
+    for key in ("example", "example_inputs", "example_input"):
         if key in params:
-            return fn(model, **{key: example})
-    return fn(model)
+            kwargs[key] = example
+            break
+    if "dtype" in params:
+        kwargs["dtype"] = cfg.dtype
+    if cfg.channels_last and "channels_last" in params:
+        kwargs["channels_last"] = True
+    out = fn(model, **kwargs)
+    report = getattr(out, "report", None)
+    note = "optimize: " + ", ".join(f"{k}={v}" for k, v in report.items()) if isinstance(report, dict) else "optimize"
+    return out, note
 
 
 def _sync(device: str) -> Callable[[], None] | None:
@@ -245,14 +255,19 @@ def _measure_infer(model: nn.Module, size: tuple[int, ...], cfg: BenchConfig, re
     device, bs, dtype = cfg.device, cfg.batch_size, _DTYPES[cfg.dtype]
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.eval()
-    if dtype != torch.float32:
-        model.to(dtype)
-    x = torch.randn(bs, *size, device=device, dtype=dtype).contiguous(memory_format=fmt)
-    if cfg.optimize:
-        model = _apply_optimize(model, x)
+    warmup = cfg.warmup
+    if cfg.optimize:  # optimize converts the model and its inputs itself (dtype, memory format)
+        x = torch.randn(bs, *size, device=device)
+        model, note = _apply_optimize(model, x, cfg)
         rec["optimized"] = True
+        rec["note"] = _join(rec.get("note"), note)
+        warmup = max(warmup, 1)  # a compiled model compiles on its first call
+    else:
+        if dtype != torch.float32:
+            model.to(dtype)
+        x = torch.randn(bs, *size, device=device, dtype=dtype).contiguous(memory_format=fmt)
     with torch.inference_mode():
-        st = time_callable(lambda: model(x), warmup=cfg.warmup, min_runs=cfg.repeats, max_runs=cfg.max_runs,
+        st = time_callable(lambda: model(x), warmup=warmup, min_runs=cfg.repeats, max_runs=cfg.max_runs,
                            min_time_s=cfg.min_time, sync=_sync(device), stop_above_ms=cfg.infer_stop_above_ms)
     rec.update(infer_batch_size=bs, infer_step_ms=st.median_ms, infer_step_ms_iqr=st.iqr_ms,
                infer_runs=st.runs, infer_samples_per_sec=bs * 1e3 / st.median_ms)

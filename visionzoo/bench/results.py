@@ -129,7 +129,7 @@ def read_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         p = Path(p)
         if p.is_dir():
             for f in sorted(p.iterdir()):
-                if f.suffix.lower() in (".csv", ".json", ".jsonl"):
+                if f.suffix.lower() in (".csv", ".json", ".jsonl") and not f.name.endswith(".meta.json"):
                     records += [r for r in _read_file(f) if "model" in r]
         elif p.exists():
             records += _read_file(p)

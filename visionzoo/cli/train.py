@@ -95,6 +95,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep-checkpoints", type=int, default=0, help="also keep the newest N checkpoint-<epoch>.pth")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress bars")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
 

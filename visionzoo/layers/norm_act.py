@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .activations import LayerType, create_act_layer
 
@@ -26,7 +27,17 @@ class BatchNormAct2d(nn.BatchNorm2d):
         self.act = create_act_layer(act_layer if apply_act else None, **(act_kwargs or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(super().forward(x))
+        # nn.BatchNorm2d.forward written out: TorchScript cannot compile ``super().forward()``
+        self._check_input_dim(x)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_stats = not self.training or self.track_running_stats
+        x = F.batch_norm(x, self.running_mean if keep_stats else None, self.running_var if keep_stats else None,
+                         self.weight, self.bias, use_batch_stats, momentum, self.eps)
+        return self.act(x)
 
 
 class GroupNormAct(nn.GroupNorm):
@@ -39,7 +50,8 @@ class GroupNormAct(nn.GroupNorm):
         self.act = create_act_layer(act_layer if apply_act else None, **(act_kwargs or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(super().forward(x))
+        # no ``super().forward()``: TorchScript cannot compile it
+        return self.act(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
 
 
 def _group_std(x: torch.Tensor, groups: int, eps: float) -> torch.Tensor:

@@ -11,12 +11,13 @@ convs (``conv_mlp=True``, the small variants); both layouts match the published 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..builder import build_model
 from ..features import feature_take_indices
@@ -30,6 +31,8 @@ from ..layers.norm import LayerNorm, LayerNorm2d, RmsNorm, RmsNorm2d, SimpleNorm
 from ..layers.pool import ClassifierHead, NormMlpClassifierHead
 from ..layers.weight_init import trunc_normal_
 from ..registry import register_variants
+
+_Intermediates = Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
 
 __all__ = ["ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage", "ConvNeXtCfg", "CONVNEXT_CFGS"]
 
@@ -79,6 +82,15 @@ class ConvNeXtBlock(nn.Module):
         return self.drop_path(x) + shortcut
 
 
+class _SamePadConv2d(nn.Conv2d):
+    """Stride-1 conv with 'same' output size for even kernels (extra zero row/col at the end)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self.dilation[0] * (self.kernel_size[0] - 1)
+        x = F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+        return super().forward(x)
+
+
 class ConvNeXtStage(nn.Module):
     """Optional ``norm -> conv`` downsample followed by ``depth`` blocks."""
 
@@ -91,7 +103,7 @@ class ConvNeXtStage(nn.Module):
             if stride > 1:
                 conv = nn.Conv2d(in_chs, out_chs, 2, stride=stride, bias=conv_bias)
             else:  # output_stride reached: keep the 2x2 weights, stride 1, 'same' padding
-                conv = nn.Conv2d(in_chs, out_chs, 2, stride=1, dilation=dilation[0], padding="same", bias=conv_bias)
+                conv = _SamePadConv2d(in_chs, out_chs, 2, dilation=dilation[0], bias=conv_bias)
             self.downsample: nn.Module = nn.Sequential(norm_layer(in_chs), conv)
         else:
             self.downsample = nn.Identity()
@@ -203,7 +215,7 @@ class ConvNeXt(nn.Module):
         self._init_weights(head_init_scale)
 
     def _init_weights(self, head_init_scale: float) -> None:
-        for name, m in self.named_modules():
+        for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
@@ -233,14 +245,14 @@ class ConvNeXt(nn.Module):
         return self.norm_pre(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
     def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+                              intermediates_only: bool = False) -> _Intermediates:
         """Stage outputs at ``indices`` (NCHW); ``norm`` applies ``norm_pre`` to the last stage."""
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError("output_fmt must be 'NCHW' or 'NHWC'")
@@ -314,12 +326,9 @@ class ConvNeXtCfg:
     head_hidden_size: int | None = None
     kernel_sizes: tuple[int, ...] | int = 7
     act_layer: str = "gelu"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def kwargs(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}
-        d.update(self.extra)
-        return d
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 _D_ATTO, _D_FEMTO, _D_PICO = (40, 80, 160, 320), (48, 96, 192, 384), (64, 128, 256, 512)

@@ -194,7 +194,7 @@ class ResNetV2(nn.Module):
         std_conv_eps: float | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
-        zero_init_last: bool = False,
+        zero_init_last: bool = True,
     ) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):

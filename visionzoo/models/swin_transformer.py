@@ -12,7 +12,7 @@ relative-position bias tables are resampled on load (:meth:`SwinTransformer.chec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -31,6 +31,8 @@ from ..layers.weight_init import init_weights_vit_style
 from ..layers.window_attention import (WindowAttention, resize_rel_pos_bias_table, shifted_window_mask,
                                        window_partition, window_reverse)
 from ..registry import register_variants
+
+_Intermediates = Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "SwinTransformerStage", "PatchMerging", "SwinCfg",
            "SWIN_CFGS"]
@@ -312,7 +314,7 @@ class SwinTransformer(nn.Module):
 
     def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+                              intermediates_only: bool = False) -> _Intermediates:
         """Stage outputs at ``indices`` (NCHW by default); ``norm`` applies the final norm to the last."""
         if output_fmt not in ("NCHW", "NHWC"):
             raise ValueError("output_fmt must be 'NCHW' or 'NHWC'")

@@ -42,10 +42,10 @@ class ConvMlp(nn.Module):
         mid_features = int(out_features * mlp_ratio)
         act = get_act_layer(act_layer)
         self.fc1 = nn.Conv2d(in_features, mid_features, kernel_size, bias=True)
-        self.act1 = act(True)
+        self.act1 = act()
         self.drop = nn.Dropout(drop_rate)
         self.fc2 = nn.Conv2d(mid_features, out_features, 1, bias=True)
-        self.act2 = act(True)
+        self.act2 = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2] < self.input_size or x.shape[-1] < self.input_size:
@@ -97,7 +97,7 @@ class VGG(nn.Module):
                 mods.append(nn.Conv2d(chs, int(spec), kernel_size=3, padding=1))
                 if norm is not None:
                     mods.append(norm(int(spec)))
-                mods.append(act(True))
+                mods.append(act())
                 chs = int(spec)
         self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"features.{len(mods) - 1}"))
         self.features = nn.Sequential(*mods)

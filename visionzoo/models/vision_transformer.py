@@ -196,7 +196,7 @@ class ResPostBlock(nn.Module):
 
 class ParallelScalingBlock(nn.Module):
     """ViT-22B parallel block: attention and MLP read the same normed input through one fused
-    ``in_proj`` (qkv and MLP hidden), and their outputs are summed: ``x + ls(attn + mlp)``.
+    ``in_proj`` (MLP hidden then q, k, v), and their outputs are summed: ``x + ls(attn + mlp)``.
 
     Without ``qkv_bias`` the fused projection has no bias but the MLP part keeps one
     (``mlp_bias``), as in ViT-22B.
@@ -234,7 +234,7 @@ class ParallelScalingBlock(nn.Module):
     def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         b, n, c = x.shape
         y = self.in_proj(self.in_norm(x))
-        q, k, v, x_mlp = torch.split(y, [c, c, c, self.mlp_hidden_dim], dim=-1)
+        x_mlp, q, k, v = torch.split(y, [self.mlp_hidden_dim, c, c, c], dim=-1)
         if self.mlp_bias is not None:
             x_mlp = x_mlp + self.mlp_bias
         q = q.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
@@ -306,7 +306,7 @@ class DiffParallelScalingBlock(nn.Module):
             raise NotImplementedError("differential attention does not support attention masks")
         b, n, c = x.shape
         y = self.in_proj(self.in_norm(x))
-        q, k, v, x_mlp = torch.split(y, [c, c, c, self.mlp_hidden_dim], dim=-1)
+        x_mlp, q, k, v = torch.split(y, [self.mlp_hidden_dim, c, c, c], dim=-1)
         if self.mlp_bias is not None:
             x_mlp = x_mlp + self.mlp_bias
         q = q.reshape(b, n, 2 * self.num_heads, self.head_dim).transpose(1, 2)
@@ -547,11 +547,6 @@ class VisionTransformer(nn.Module):
         for tok in (self.cls_token, self.reg_token):
             if tok is not None:
                 nn.init.normal_(tok, std=1e-6)
-        if self.attn_pool is not None:
-            self.attn_pool.reset_parameters()
-        for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters") and not isinstance(m, (nn.Linear, nn.Conv2d)):
-                m.reset_parameters()
 
     @torch.no_grad()
     def init_non_persistent_buffers(self) -> None:
@@ -771,8 +766,8 @@ GIANTOPT = _size(1536, 40, 16)
 
 _CLIP = dict(pre_norm=True, patch_bias=False, norm_eps=1e-5)
 _CLIP_QUICK = dict(_CLIP, act_layer="quick_gelu")
-_SIGLIP = dict(class_token=False, global_pool="map", act_layer="gelu_tanh")
-_SIGLIP_GAP = dict(class_token=False, global_pool="avg", fc_norm=False, act_layer="gelu_tanh")
+_SIGLIP = dict(class_token=False, global_pool="map")
+_SIGLIP_GAP = dict(class_token=False, global_pool="avg", fc_norm=False)
 _GAP = dict(class_token=False, global_pool="avg", fc_norm=False)
 _REG_GAP = dict(class_token=False, no_embed_class=True, global_pool="avg", init_values=1e-5)
 _DINOV2 = dict(img_size=518, patch_size=14, init_values=1e-5)
@@ -783,7 +778,7 @@ _XP = dict(block_fn="parallel_scaling", qkv_bias=False, qk_norm=True, no_embed_c
            patch_bias=False, norm_layer="rmsnorm")
 _AIMV2 = dict(patch_size=14, class_token=False, global_pool="avg", fc_norm=False, qkv_bias=False,
               proj_bias=False, norm_layer="rmsnorm", norm_eps=1e-5, embed_norm=True, mlp_layer="swiglu")
-_BEIT3 = dict(scale_attn_norm=True, scale_mlp_norm=True, global_pool="avg")
+_BEIT3 = dict(scale_attn_norm=True, scale_mlp_norm=True, global_pool="avg", norm_eps=1e-5)
 
 
 def _v(*parts: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
@@ -818,7 +813,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vit_gigantic_patch14_224": _v(GIGANTIC, patch_size=14),
     "vit_base_patch16_224_miil": _v(BASE, patch_size=16, qkv_bias=False),
     # -- no class token, global average pool -------------------------------------------------
-    "vit_base_patch16_gap_224": _v(BASE, _GAP, patch_size=16),
+    "vit_base_patch16_gap_224": _v(BASE, _GAP, patch_size=16, num_heads=16),
     "vit_huge_patch14_gap_224": _v(HUGE, _GAP, patch_size=14),
     "vit_huge_patch16_gap_448": _v(HUGE, _GAP, patch_size=16, img_size=448),
     "vit_giant_patch16_gap_224": _v(GIANT, _GAP, patch_size=16),

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from ..data.dataset import DatasetError, ImageFolder, builtin_dataset_dir, find_classes, find_split_dirs, split_samples
@@ -103,6 +103,7 @@ class TrainConfig:
     keep_checkpoints: int = 0
     seed: int = 42
     device: str | None = None
+    threads: int | None = None
     progress: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -128,6 +129,21 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.n, self.world_size))
+
+
+class EpochSeeded(Dataset):
+    """Seeds Python's ``random`` from ``(epoch seed, index)`` before each item's transform, so the
+    augmentation of every image is the same whatever the number of workers or processes."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset, self.seed = dataset, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        random.seed(self.seed * (1 << 32) + index)
+        return self.dataset[index]
 
 
 def _data_root(cfg: TrainConfig) -> Path:
@@ -165,7 +181,7 @@ def build_datasets(cfg: TrainConfig, train_transform: Any, eval_transform: Any,
     return full, ImageFolder(val_dir, eval_transform, classes=full.classes, samples=samples)
 
 
-def create_loader(dataset: ImageFolder, batch_size: int, sampler: Sampler[int], workers: int,
+def create_loader(dataset: Dataset, batch_size: int, sampler: Sampler[int], workers: int,
                   drop_last: bool = False, pin_memory: bool = False,
                   generator: torch.Generator | None = None) -> DataLoader:
     """A ``DataLoader`` with worker processes (not persistent: each epoch's workers are seeded anew)."""
@@ -271,6 +287,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be ≥ 1")
     device = info.device
+    if cfg.threads is not None:
+        torch.set_num_threads(max(1, cfg.threads))
     ckpt = load_training_checkpoint(cfg.resume) if cfg.resume else None
     out_dir = Path(cfg.output) if cfg.output else (Path(cfg.resume).parent if cfg.resume else
                                                    Path("runs") / f"{cfg.model.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -314,7 +332,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                                        seed=cfg.seed)
     gen = torch.Generator()
     pin = device.type == "cuda"
-    train_loader = create_loader(train_set, cfg.batch_size, train_sampler, cfg.workers, drop_last, pin, gen)
+    seeded_train = EpochSeeded(train_set)
+    train_loader = create_loader(seeded_train, cfg.batch_size, train_sampler, cfg.workers, drop_last, pin, gen)
     val_loader = None
     if val_set is not None:
         val_loader = create_loader(val_set, cfg.batch_size, ShardSampler(len(val_set), info.rank, info.world_size),
@@ -385,6 +404,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
         s = _epoch_seed(cfg.seed, epoch, info.rank)
         _seed_all(s)
         gen.manual_seed(s)
+        seeded_train.seed = _epoch_seed(cfg.seed, epoch, 0)
         train_sampler.set_epoch(epoch)
         stats = _train_one_epoch(train_model, model, train_loader, optimizer, scheduler, scaler, criterion, mixup,
                                  ema, cfg, info, epoch, steps_per_epoch)

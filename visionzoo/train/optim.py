@@ -30,22 +30,32 @@ _NON_BODY = re.compile(r"(stem|embed|head|classifier|fc_norm|pre_logits)")
 _INDEXED_LAYER = re.compile(r"^(layer|stage|block)\d+$")  # resnet 'layer2', some nets 'stage3'
 
 
+def _is_container(part: str) -> bool:
+    return part in _CONTAINERS or bool(_INDEXED_LAYER.match(part))
+
+
 def _block_key(name: str) -> str | None:
+    """The block a parameter belongs to (``None`` for stem/head parameters); see the module doc."""
     parts = name.split(".")
-    for i, p in enumerate(parts[:-1]):
-        if p.isdigit() or _INDEXED_LAYER.match(p):
-            if any(_NON_BODY.search(q) for q in parts[:i + (0 if p.isdigit() else 1)]):
-                return None
-            j = i
-            while j + 1 < len(parts) - 1:
-                nxt = parts[j + 1]
-                if nxt.isdigit():
-                    j += 1
-                elif nxt in _CONTAINERS and j + 2 < len(parts) - 1 and parts[j + 2].isdigit():
-                    j += 2
-                else:
-                    break
-            return ".".join(parts[:j + 1])
+    last = len(parts) - 1  # the parameter's own name is never part of a key
+    for i in range(last):
+        p = parts[i]
+        numbered = p.isdigit() and i > 0 and _is_container(parts[i - 1])
+        named = bool(_INDEXED_LAYER.match(p)) and not (i + 1 < last and parts[i + 1].isdigit())
+        if not (numbered or named):
+            continue
+        if any(_NON_BODY.search(q) for q in parts[:i]):
+            return None
+        j = i
+        while j + 1 < last:
+            nxt = parts[j + 1]
+            if nxt.isdigit():
+                j += 1
+            elif nxt in _CONTAINERS and j + 2 < last and parts[j + 2].isdigit():
+                j += 2
+            else:
+                break
+        return ".".join(parts[:j + 1])
     return None
 
 

@@ -1,0 +1,78 @@
+"""Benchmark representative models of every implemented family on this machine.
+
+    python benchmarks/run_benchmarks.py                      # 2 threads, 224 px, -> benchmarks/results/
+    python benchmarks/run_benchmarks.py --threads 4 --train-batch-size 32 --out my.csv
+
+Each model is measured with ``visionzoo.benchmark``: inference at batch 1 (latency) and a training
+step (SGD, forward + backward + update) at ``--train-batch-size`` with its peak memory. Results are
+appended to the CSV as they complete and also go to the measurement cache, so ``visionzoo select``
+uses them right away. A ``.meta.json`` beside the CSV records the machine, settings and the load
+average before and after the run: on a shared machine timings are only as good as that load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import visionzoo
+from visionzoo.bench.cache import host_id
+
+# small / medium members of each family (names not registered yet are skipped)
+REPRESENTATIVE = [
+    "resnet18", "resnet50", "resnetv2_50", "efficientnet_b0", "mobilenetv3_large_100", "mobilenetv3_small_100",
+    "mobilenetv2_100", "lcnet_100", "vit_tiny_patch16_224", "vit_small_patch16_224", "deit_small_patch16_224",
+    "convnext_atto", "convnext_tiny", "swin_tiny_patch4_window7_224", "regnetx_016", "regnety_016",
+    "ese_vovnet19b_dw", "densenet121", "vgg11",
+]
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="*", default=REPRESENTATIVE, help="names or filters (default: representative set)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=1, help="inference batch (default 1: latency)")
+    p.add_argument("--train-batch-size", type=int, default=8)
+    p.add_argument("--mode", default="both", choices=("infer", "train", "both"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=1.0)
+    p.add_argument("--out", default=None, help="CSV (default benchmarks/results/cpu-<threads>threads-<size>.csv)")
+    args = p.parse_args(argv)
+
+    names = [m for m in args.models if "*" in m or visionzoo.is_model(m)]
+    missing = [m for m in args.models if m not in names]
+    if missing:
+        print(f"not implemented yet, skipped: {', '.join(missing)}", file=sys.stderr)
+    out = Path(args.out or RESULTS / f"cpu-{args.threads}threads-{args.img_size}px.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(
+        host=host_id("cpu"), cpu_count=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
+        torch=torch.__version__, threads=args.threads, img_size=args.img_size, infer_batch_size=args.batch_size,
+        train_batch_size=args.train_batch_size, models=names, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        loadavg_before=os.getloadavg() if hasattr(os, "getloadavg") else None,
+        note="timings taken on a machine shared with other jobs; compare loadavg with cpu_count "
+             "(a load above the core count means the medians are inflated and noisy)",
+    )
+    t0 = time.perf_counter()
+    try:
+        visionzoo.benchmark(names, img_size=args.img_size, batch_size=args.batch_size,
+                            train_batch_size=args.train_batch_size, mode=args.mode, threads=args.threads,
+                            device="cpu", repeats=args.repeats, min_time=args.min_time, out=out)
+    finally:
+        meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), wall_s=round(time.perf_counter() - t0, 1),
+                    loadavg_after=os.getloadavg() if hasattr(os, "getloadavg") else None)
+        out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"results: {out}\nmeta:    {out.with_suffix('.meta.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

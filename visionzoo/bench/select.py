@@ -1,0 +1,524 @@
+"""``visionzoo select``: which implemented model to use for an accuracy / speed / memory budget.
+
+:func:`select` (``visionzoo.select``) joins the published ImageNet-1k results (package data, see
+:mod:`visionzoo.bench.reference`) with measurements taken on this machine. Measurements come
+from the cache or from result files given by the caller, and missing ones are run on demand:
+
+1. Published results are filtered by the static criteria (``min_top1``, ``img_size``, ``models``,
+   ``pretrain``, ``max_params_m``); each architecture keeps its most accurate tag.
+2. Architectures implemented in visionzoo are visited from the most accurate down. Each is
+   counted (GMACs, on the meta device), its training memory is predicted on the meta device when
+   a memory limit is set, and it is measured (inference first; training only when needed and
+   the inference limit is met). Timing stops after the warm-up call when a call is already
+   well over a limit.
+3. Once ``top`` models meet every limit, the remaining (less accurate) ones are measured only if
+   they have fewer GMACs than every more accurate feasible model, since only those can still
+   be on the accuracy-vs-cost Pareto front; the rest are reported as skipped.
+
+Architectures that have published results but are not implemented yet are listed apart.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .reference import AccuracyRow, load_accuracy
+
+__all__ = ["select", "Selection", "Candidate", "COSTS", "pareto_front"]
+
+# cost name -> (record field, axis label, lower is better)
+COSTS: dict[str, tuple[str, str]] = {
+    "latency": ("infer_step_ms", "inference time per batch (ms)"),
+    "train-step": ("train_step_ms", "training step time (ms)"),
+    "train-memory": ("train_peak_mem_mib", "training peak memory (MiB)"),
+    "gmacs": ("gmacs", "GMACs per image"),
+    "params": ("params_m", "parameters (M)"),
+}
+
+
+@dataclass
+class Candidate:
+    """One architecture (its most accurate tag at the chosen size) and what is known about it."""
+
+    row: AccuracyRow
+    implemented: bool
+    family: str | None = None
+    measured: dict[str, Any] = field(default_factory=dict)
+    status: str = "pending"  # 'ok', 'rejected', 'skipped', 'unmeasured', 'error'
+    reasons: list[str] = field(default_factory=list)
+    on_front: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.row.model
+
+    @property
+    def arch(self) -> str:
+        return self.row.arch
+
+    @property
+    def top1(self) -> float:
+        return self.row.top1
+
+    def value(self, key: str) -> float | None:
+        if key == "params_m":
+            p = self.measured.get("params")
+            return p / 1e6 if p is not None else self.row.param_count
+        v = self.measured.get(key)
+        return float(v) if v is not None else None
+
+    def as_record(self) -> dict[str, Any]:
+        r = self.row
+        out: dict[str, Any] = dict(model=r.model, arch=r.arch, family=self.family, img_size=r.img_size, top1=r.top1,
+                                   top5=r.top5, pretrain=r.pretrain, status=self.status, on_front=self.on_front,
+                                   reasons="; ".join(self.reasons), implemented=self.implemented)
+        out.update({f"top1_{k}": v for k, v in r.robustness.items()})
+        out["params_m"] = self.value("params_m")
+        for k in ("gmacs", "macts", "infer_batch_size", "infer_step_ms", "infer_step_ms_iqr", "infer_samples_per_sec",
+                  "train_batch_size", "train_step_ms", "train_step_ms_iqr", "train_peak_mem_mib", "threads", "host",
+                  "predicted_train_mem_mib"):
+            out[k] = self.measured.get(k)
+        return out
+
+
+def pareto_front(points: Sequence[Candidate], cost_key: str) -> list[Candidate]:
+    """Candidates no other candidate beats on both accuracy (higher) and cost (lower); by cost."""
+    pts = [c for c in points if c.value(cost_key) is not None]
+    pts.sort(key=lambda c: (c.value(cost_key), -c.top1))
+    front: list[Candidate] = []
+    best = -math.inf
+    for c in pts:
+        if c.top1 > best:
+            front.append(c)
+            best = c.top1
+    return front
+
+
+@dataclass
+class Selection:
+    """The answer of :func:`select`: ranked feasible models, the Pareto front and the rest."""
+
+    query: dict[str, Any]
+    cost: str
+    ranked: list[Candidate]
+    front: list[Candidate]
+    rejected: list[Candidate]
+    skipped: list[Candidate]
+    not_implemented: list[Candidate]
+    benchmarks_run: int = 0
+    plot_path: Path | None = None
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.ranked[0] if self.ranked else None
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every candidate as a flat dict (ranked first, then rejected, skipped, not implemented)."""
+        return [c.as_record() for c in self.ranked + self.rejected + self.skipped + self.not_implemented]
+
+    def table(self, top: int | None = None, robustness: bool = False) -> str:
+        """The ranked table as text (``*`` marks the Pareto front)."""
+        from .table import format_table
+
+        rows = self.ranked[:top] if top else self.ranked
+        return format_table([_table_row(i + 1, c, robustness) for i, c in enumerate(rows)])
+
+    def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
+        """Accuracy vs cost scatter with the Pareto front, saved as PNG / SVG / PDF (matplotlib)."""
+        from .plot import plot_selection
+
+        self.plot_path = plot_selection(self, Path(path), title=title)
+        return self.plot_path
+
+    def chart(self, width: int = 72, height: int = 18) -> str:
+        """The same scatter drawn with characters, for the terminal."""
+        from .plot import ascii_chart
+
+        return ascii_chart(self, width=width, height=height)
+
+    def report(self, top: int | None = 10, robustness: bool = False, chart: bool = True) -> str:
+        """Everything a person reads: conditions, table, front, chart, rejected and missing models."""
+        q = self.query
+        lines = [f"visionzoo select on {q['host']} ({q['device']}, {q['threads']} threads, {q['dtype']}"
+                 f"{', channels_last' if q['channels_last'] else ''}), inference batch {q['batch_size']}, "
+                 f"training batch {q['train_batch_size']}, "
+                 f"{'img ' + str(q['img_size']) if q['img_size'] else 'each tag at its evaluation size'}"]
+        limits = [f"{k}={v}" for k, v in q["limits"].items() if v is not None]
+        lines.append(f"limits: {', '.join(limits) or 'none'};  cost axis: {self.cost};  "
+                     f"{self.benchmarks_run} benchmarks run now")
+        lines.append("")
+        if self.ranked:
+            shown = min(len(self.ranked), top or len(self.ranked))
+            lines.append(f"{len(self.ranked)} models meet the limits (top {shown}; * = on the Pareto front):")
+            lines.append(self.table(top, robustness))
+        else:
+            lines.append("no implemented model meets the limits.")
+        if self.front:
+            lines.append("")
+            key, label = COSTS[self.cost]
+            lines.append(f"Pareto front (top-1 vs {label}):")
+            for c in self.front:
+                lines.append(f"  {c.name:<40} top1 {c.top1:6.2f}   {_fmt_cost(c.value(key))}")
+        if chart and (self.ranked or self.rejected):
+            lines += ["", self.chart()]
+        if self.rejected:
+            lines.append("")
+            lines.append(f"rejected ({len(self.rejected)}):")
+            for c in self.rejected[:15]:
+                lines.append(f"  {c.name:<40} top1 {c.top1:6.2f}   {'; '.join(c.reasons)}")
+            if len(self.rejected) > 15:
+                lines.append(f"  ... and {len(self.rejected) - 15} more")
+        if self.skipped:
+            lines.append("")
+            n_unmeasured = sum(c.status == "unmeasured" for c in self.skipped)
+            lines.append(f"not measured ({len(self.skipped)}"
+                         + (f", {n_unmeasured} over --max-benchmarks" if n_unmeasured else "") + "):")
+            for c in self.skipped[:8]:
+                lines.append(f"  {c.name:<40} top1 {c.top1:6.2f}   {'; '.join(c.reasons)}")
+            if len(self.skipped) > 8:
+                lines.append(f"  ... and {len(self.skipped) - 8} more")
+        if self.not_implemented:
+            lines.append("")
+            lines.append(f"published results whose architecture is not implemented in visionzoo yet "
+                         f"({len(self.not_implemented)}; most accurate first):")
+            for c in self.not_implemented[:10]:
+                lines.append(f"  {c.name:<48} top1 {c.top1:6.2f}  img {c.row.img_size:<4} {c.row.param_count:8.2f} M params")
+            if len(self.not_implemented) > 10:
+                lines.append(f"  ... and {len(self.not_implemented) - 10} more")
+        if self.plot_path:
+            lines += ["", f"plot written to {self.plot_path}"]
+        return "\n".join(lines)
+
+
+def _fmt_cost(v: float | None) -> str:
+    return "-" if v is None else (f"{v:.3g}" if v < 100 else f"{v:.0f}")
+
+
+def _table_row(rank: int, c: Candidate, robustness: bool) -> dict[str, str]:
+    m = c.measured
+
+    def f(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    row = {"#": str(rank), "": "*" if c.on_front else "", "model": c.name, "top1": f"{c.top1:.2f}",
+           "img": str(c.row.img_size), "params M": f(c.value("params_m"), ".1f"), "GMACs": f(m.get("gmacs"), ".2f")}
+    if m.get("infer_step_ms") is not None:
+        row["infer ms"] = f"{m['infer_step_ms']:.1f}±{(m.get('infer_step_ms_iqr') or 0) / 2:.1f}"
+        row["img/s"] = f(m.get("infer_samples_per_sec"), ".1f")
+    else:
+        row["infer ms"], row["img/s"] = "-", "-"
+    row["train ms"] = f(m.get("train_step_ms"), ".0f")
+    mem = m.get("train_peak_mem_mib")
+    row["train GiB"] = f(mem / 1024 if mem is not None else None, ".2f")
+    if robustness:
+        for k in ("real", "v2", "sketch", "a", "r"):
+            row[k] = f(c.row.robustness.get(k), ".1f")
+    return row
+
+
+@lru_cache(maxsize=None)
+def _static_counts(model: str, img_size: int) -> dict[str, Any]:
+    """Params / GMACs / activations of an architecture at a size, counted on the meta device."""
+    from .measure import BenchConfig, _count
+
+    counts, _ = _count(model, BenchConfig(img_size=img_size, device="cpu"))
+    return counts
+
+
+def predict_train_memory_mib(model: str, img_size: int, batch_size: int) -> float:
+    """Training (forward + backward) peak tensor memory predicted on the meta device, in MiB.
+
+    Exact for convolutional nets; an upper bound for attention models (on meta, attention runs as
+    plain matmuls that keep the attention matrix, which fused CPU/GPU kernels do not).
+    """
+    from .counting import PeakMemoryTracker
+    from .measure import _create, _first
+
+    m = _create(model, "meta", {})
+    m.train()
+    x = torch.randn(batch_size, 3, img_size, img_size, device="meta")
+    tracker = PeakMemoryTracker()
+    tracker.track(list(m.parameters()) + list(m.buffers()) + [x])
+    with tracker:
+        _first(m(x)).float().mean().backward()
+    return tracker.peak / 2**20
+
+
+# no model runs faster than this many times the machine's dense matmul rate (the margin covers
+# Winograd-style convolutions that need fewer multiplications than their MAC count)
+_PEAK_MARGIN = 3.0
+
+
+@lru_cache(maxsize=None)
+def machine_peak_gmac_per_ms(device: str = "cpu", threads: int | None = None) -> float:
+    """Dense float32 matmul throughput of this machine (GMAC per ms), the best of a few runs.
+
+    Used to skip models whose MAC count alone rules out a latency limit, without building them.
+    """
+    from .measure import num_threads
+    from .timing import time_callable
+
+    n = 1024
+    with num_threads(threads):
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        sync = torch.cuda.synchronize if device.startswith("cuda") else None
+        st = time_callable(lambda: a @ b, warmup=2, min_runs=5, max_runs=20, min_time_s=0.2, sync=sync)
+    return n**3 / 1e9 / st.min_ms
+
+
+def _match(name: str, patterns: Sequence[str]) -> bool:
+    arch = name.split(".", 1)[0]
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(arch, p) for p in patterns)
+
+
+def select(
+    *,
+    max_latency_ms: float | None = None,
+    max_train_memory_gb: float | None = None,
+    max_train_step_ms: float | None = None,
+    min_top1: float | None = None,
+    max_params_m: float | None = None,
+    max_gmacs: float | None = None,
+    img_size: int | None = None,
+    batch_size: int = 1,
+    train_batch_size: int = 32,
+    threads: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    channels_last: bool = False,
+    models: Sequence[str] | str = (),
+    exclude: Sequence[str] = (),
+    pretrain: Sequence[str] | str = (),
+    cost: str = "latency",
+    top: int = 10,
+    measure_train: bool | None = None,
+    run: bool = True,
+    max_benchmarks: int = 30,
+    measurements: Sequence[str | os.PathLike] = (),
+    warmup: int = 1,
+    repeats: int = 5,
+    min_time: float = 0.5,
+    plot: str | os.PathLike | None = None,
+    reference: str | os.PathLike | Sequence[AccuracyRow] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> Selection:
+    """Rank implemented models for a budget and find the accuracy-vs-cost Pareto front.
+
+    Args:
+        max_latency_ms: limit on the inference time of one batch of ``batch_size``.
+        max_train_memory_gb: limit on forward+backward peak memory (GiB) at ``train_batch_size``.
+        max_train_step_ms: limit on one training step (SGD) at ``train_batch_size``.
+        min_top1, max_params_m, max_gmacs: accuracy / size limits (published top-1, %).
+        img_size: only results evaluated at this size (and measure at it); default each tag's size.
+        threads, device, dtype, channels_last: the conditions to measure under.
+        models, exclude: wildcard filters on ``arch`` or ``arch.tag``. pretrain: keep these
+            pre-training sets only (``in1k``, ``in21k``, ... from ``model_metadata-in1k.csv``).
+        cost: x axis of the front: ``latency``, ``train-step``, ``train-memory``, ``gmacs``, ``params``.
+        top: how many feasible models to rank before only front candidates are measured.
+        measure_train: measure training too (default: when a training limit or cost asks for it).
+        run: measure what is missing (False: use cached / given measurements only).
+        max_benchmarks: at most this many models are measured now.
+        measurements: extra result files or folders (from ``visionzoo benchmark --out``), any host.
+        plot: write the accuracy-vs-cost plot to this ``.png`` / ``.svg`` file.
+        reference: accuracy table to use instead of the shipped one: a folder with a
+            ``results-imagenet.csv`` (same columns; siblings optional) or a list of rows.
+    """
+    from ..registry import get_model_module, is_model
+    from .cache import append_to_cache, host_id, load_cache, lookup
+    from .measure import BenchConfig, measure_model, num_threads
+    from .results import read_results
+
+    if cost not in COSTS:
+        raise ValueError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
+    for label, v in (("max_latency_ms", max_latency_ms), ("max_train_memory_gb", max_train_memory_gb),
+                     ("max_train_step_ms", max_train_step_ms), ("max_params_m", max_params_m),
+                     ("max_gmacs", max_gmacs)):
+        if v is not None and v <= 0:
+            raise ValueError(f"{label} must be > 0, got {v}")
+    if top < 1 or max_benchmarks < 0:
+        raise ValueError("top must be >= 1 and max_benchmarks >= 0")
+    models = [models] if isinstance(models, str) else list(models)
+    pretrain = [pretrain] if isinstance(pretrain, str) else list(pretrain)
+    log = log or (lambda s: None)
+    cost_key = COSTS[cost][0]
+    need_train = bool(measure_train) or (measure_train is None and (
+        max_train_memory_gb is not None or max_train_step_ms is not None or cost in ("train-step", "train-memory")))
+    need_infer = cost == "latency" or max_latency_ms is not None or not need_train
+    base_cfg = BenchConfig(batch_size=batch_size, train_batch_size=train_batch_size, device=device, dtype=dtype,
+                           channels_last=channels_last, threads=threads, warmup=warmup, repeats=repeats,
+                           min_time=min_time, max_runs=30)
+    device = base_cfg.device
+
+    # 1. published results -> one row per architecture
+    if reference is None or isinstance(reference, (str, os.PathLike)):
+        if reference is not None and not (Path(reference) / "results-imagenet.csv").exists():
+            raise FileNotFoundError(f"no results-imagenet.csv in {str(reference)!r}")
+        rows = load_accuracy(reference)
+    else:
+        rows = sorted(reference, key=lambda r: -r.top1)
+    if img_size is not None:
+        rows = [r for r in rows if r.img_size == img_size]
+        if not rows:
+            raise ValueError(f"no published result at img_size {img_size}")
+    if models:
+        rows = [r for r in rows if _match(r.model, models)]
+        if not rows:
+            raise ValueError(f"--models {' '.join(models)} matches no published result")
+    if exclude:
+        rows = [r for r in rows if not _match(r.model, exclude)]
+    if pretrain:
+        rows = [r for r in rows if r.pretrain in pretrain]
+    if min_top1 is not None:
+        rows = [r for r in rows if r.top1 >= min_top1]
+    if max_params_m is not None:
+        rows = [r for r in rows if r.param_count <= max_params_m]
+    best: dict[str, AccuracyRow] = {}
+    for r in rows:  # rows are sorted best first
+        best.setdefault(r.arch, r)
+    implemented = [Candidate(r, True, family=get_model_module(r.arch)) for r in best.values() if is_model(r.arch)]
+    missing = [Candidate(r, False, status="not implemented") for r in best.values() if not is_model(r.arch)]
+
+    # 2. measurements: given files (any host) first, then this machine's cache
+    given = read_results(measurements) if measurements else []
+    cache = load_cache()
+    eff_threads = None if device.startswith("cuda") else (threads or torch.get_num_threads())
+    query = dict(host=host_id(device), device=device, threads=eff_threads, dtype=dtype, channels_last=channels_last,
+                 batch_size=batch_size, train_batch_size=train_batch_size, img_size=img_size,
+                 limits=dict(max_latency_ms=max_latency_ms, max_train_memory_gb=max_train_memory_gb,
+                             max_train_step_ms=max_train_step_ms, min_top1=min_top1, max_params_m=max_params_m,
+                             max_gmacs=max_gmacs))
+
+    def known(c: Candidate) -> dict[str, Any]:
+        kw = dict(device=device, threads=eff_threads, dtype=dtype, channels_last=channels_last,
+                  infer_batch_size=batch_size, train_batch_size=train_batch_size)
+        out: dict[str, Any] = {}
+        for recs, host in ((cache, None), (given, "*")):
+            found = lookup(c.arch, c.row.img_size, records=recs, host=host, **kw) or {}
+            out.update({k: v for k, v in found.items() if v is not None and k not in out})
+        return out
+
+    feasible: list[Candidate] = []
+    rejected: list[Candidate] = []
+    skipped: list[Candidate] = []
+    runs = 0
+    mem_limit_mib = max_train_memory_gb * 1024 if max_train_memory_gb is not None else None
+    peak_rate = lambda: machine_peak_gmac_per_ms(device, eff_threads)  # noqa: E731 - measured once, when needed
+    from tqdm.auto import tqdm
+
+    bar = tqdm(implemented, desc="select", unit="model", disable=not progress, dynamic_ncols=True)
+    with num_threads(threads):
+        for c in bar:
+            bar.set_postfix_str(c.arch)
+            c.measured = known(c)
+            try:
+                if c.measured.get("gmacs") is None:
+                    c.measured.update({k: v for k, v in _static_counts(c.arch, c.row.img_size).items()
+                                       if k != "img_size"})
+            except Exception as e:  # noqa: BLE001
+                c.status, c.reasons = "error", [f"cannot build at {c.row.img_size}px: {type(e).__name__}: {e}"]
+                rejected.append(c)
+                continue
+            reasons = []
+            if max_gmacs is not None and c.measured["gmacs"] > max_gmacs:
+                reasons.append(f"{c.measured['gmacs']:.2f} GMACs > {max_gmacs}")
+            if max_params_m is not None and c.value("params_m") > max_params_m:
+                reasons.append(f"{c.value('params_m'):.1f} M params > {max_params_m}")
+            if reasons:
+                c.status, c.reasons = "rejected", reasons
+                rejected.append(c)
+                continue
+            if len(feasible) >= top:
+                cheapest = min(f.measured["gmacs"] for f in feasible)
+                if c.measured["gmacs"] >= cheapest:
+                    c.status = "skipped"
+                    c.reasons = [f"less accurate and more GMACs than {top} feasible models: neither ranked nor on "
+                                 "the front"]
+                    skipped.append(c)
+                    continue
+
+            def reject(reason: str) -> None:
+                c.status, c.reasons = "rejected", [reason]
+                rejected.append(c)
+
+            # cheap bounds before anything is built for real
+            if (max_latency_ms is not None and c.measured.get("infer_step_ms") is None and run
+                    and runs < max_benchmarks):
+                floor_ms = c.measured["gmacs"] * batch_size / (_PEAK_MARGIN * peak_rate())
+                if floor_ms > max_latency_ms:
+                    reject(f"needs >= {floor_ms:.0f} ms: {c.measured['gmacs']:.1f} GMACs at {_PEAK_MARGIN:g}x this "
+                           f"machine's matmul peak ({peak_rate():.1f} GMAC/ms; estimate, not measured)")
+                    continue
+            if (mem_limit_mib is not None and need_train and c.measured.get("train_peak_mem_mib") is None
+                    and run and runs < max_benchmarks):
+                try:
+                    pred = predict_train_memory_mib(c.arch, c.row.img_size, train_batch_size)
+                    c.measured["predicted_train_mem_mib"] = pred
+                except Exception:  # noqa: BLE001 - prediction is an optimisation only
+                    pred = None
+                if pred is not None and pred > 1.25 * mem_limit_mib:
+                    reject(f"predicted train memory {pred / 1024:.2f} GiB > {max_train_memory_gb} "
+                           "(meta-device estimate, not measured)")
+                    continue
+
+            def run_part(mode: str, stop_ms: float | None) -> bool:
+                nonlocal runs
+                if not run or runs >= max_benchmarks:
+                    c.status = "unmeasured"
+                    c.reasons = ["--max-benchmarks reached" if run else "no measurement (measuring is off)"]
+                    return False
+                cfg = BenchConfig(**{**base_cfg.__dict__, "mode": mode, "img_size": c.row.img_size,
+                                     "infer_stop_above_ms": stop_ms if mode == "infer" else None,
+                                     "train_stop_above_ms": stop_ms if mode == "train" else None})
+                runs += 1
+                rec = measure_model(c.arch, cfg)
+                append_to_cache(rec)
+                cache.append(rec)
+                if rec.get("error"):
+                    c.status, c.reasons = "error", [rec["error"]]
+                    return False
+                c.measured.update({k: v for k, v in rec.items() if v is not None})
+                log(f"measured {c.arch} ({mode})")
+                return True
+
+            if need_infer and c.measured.get("infer_step_ms") is None:
+                if not run_part("infer", 1.5 * max_latency_ms if max_latency_ms else None):
+                    (skipped if c.status == "unmeasured" else rejected).append(c)
+                    continue
+            if max_latency_ms is not None and c.measured["infer_step_ms"] > max_latency_ms:
+                reject(f"latency {c.measured['infer_step_ms']:.1f} ms > {max_latency_ms}")
+                continue
+            if need_train and c.measured.get("train_step_ms") is None:
+                if not run_part("train", 1.5 * max_train_step_ms if max_train_step_ms else None):
+                    (skipped if c.status == "unmeasured" else rejected).append(c)
+                    continue
+            reasons = []
+            if mem_limit_mib is not None and c.measured["train_peak_mem_mib"] > mem_limit_mib:
+                reasons.append(f"train memory {c.measured['train_peak_mem_mib'] / 1024:.2f} GiB > {max_train_memory_gb}")
+            if max_train_step_ms is not None and c.measured["train_step_ms"] > max_train_step_ms:
+                reasons.append(f"train step {c.measured['train_step_ms']:.0f} ms > {max_train_step_ms}")
+            if reasons:
+                c.status, c.reasons = "rejected", reasons
+                rejected.append(c)
+                continue
+            c.status = "ok"
+            feasible.append(c)
+    bar.close()
+
+    front = pareto_front(feasible, cost_key)
+    for c in front:
+        c.on_front = True
+    feasible.sort(key=lambda c: -c.top1)
+    sel = Selection(query=query, cost=cost, ranked=feasible, front=front, rejected=rejected, skipped=skipped,
+                    not_implemented=missing, benchmarks_run=runs)
+    if plot:
+        sel.plot(plot)
+    return sel
