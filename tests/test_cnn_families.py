@@ -146,8 +146,9 @@ def test_regnet_output_stride(output_stride: int) -> None:
 
 def test_drop_path_train_mode() -> None:
     for name, kw in (("regnety_002", dict(zero_init_last=False)), ("ese_vovnet39b", {})):
-        model = _create(name, kw, drop_path_rate=0.3).train()
-        assert not torch.allclose(model(X), model(X)), name
+        model = _create(name, kw, drop_path_rate=0.5).train()
+        x = torch.randn(8, 3, 32, 32)  # per-sample masks: many samples make equal draws unlikely
+        assert not torch.allclose(model(x), model(x)), name
 
 
 def test_bad_arguments() -> None:

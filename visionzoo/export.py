@@ -41,7 +41,9 @@ FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt", "exported-prog
 _ALIASES = {"ts": "torchscript", "jit": "torchscript", "ep": "exported-program", "export": "exported-program",
             "torch.export": "exported-program", "pt2": "exported-program"}
 
-DEFAULT_ATOL = 1e-4
+_KNOWN_SUFFIXES = {".onnx", ".pt", ".pt2", ".pth", ".ts", ".jit", ".zip"}
+
+DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-4
 
 
@@ -138,6 +140,7 @@ def _quiet_export() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=".*TracerWarning.*")
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
+            warnings.filterwarnings("ignore", message=".*TorchScript type system.*")
             yield
     finally:
         for lg, lvl in zip(loggers, levels):
@@ -215,17 +218,15 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: b
 
 def _export_torchscript(model: nn.Module, x: torch.Tensor, path: Path, jit_mode: str,
                         meta: Mapping[str, Any]) -> str:
+    if jit_mode not in ("script", "trace"):
+        raise ValueError(f"jit_mode must be 'script' or 'trace', got {jit_mode!r}")
     with _quiet_export():
         try:
             if jit_mode == "script":
                 module = torch.jit.script(model)
-            elif jit_mode == "trace":
+            else:
                 with torch.no_grad():
                     module = torch.jit.trace(model, (x,), check_trace=False)
-            else:
-                raise ValueError(f"jit_mode must be 'script' or 'trace', got {jit_mode!r}")
-        except ValueError:
-            raise
         except Exception as e:  # noqa: BLE001
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             hint = " (try jit_mode='trace' / --trace)" if jit_mode == "script" else ""
@@ -354,7 +355,9 @@ def export_model(
         model = model_or_name.eval()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    path = Path(path) if path is not None else Path(f"{(name or 'model').replace('/', '_')}{FORMATS[fmt]}")
+    path = Path(path) if path is not None else Path(f"{(name or 'model').replace('/', '_').replace(':', '_')}")
+    if path.suffix.lower() not in _KNOWN_SUFFIXES:  # 'resnet50.a1_in1k' -> 'resnet50.a1_in1k.onnx'
+        path = path.with_name(path.name + FORMATS[fmt])
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     c, h, w = resolve_input_size(model, img_size)

@@ -254,6 +254,8 @@ def predict_train_memory_mib(model: str, img_size: int, batch_size: int) -> floa
 # no model runs faster than this many times the machine's dense matmul rate (the margin covers
 # Winograd-style convolutions that need fewer multiplications than their MAC count)
 _PEAK_MARGIN = 3.0
+# ... and no faster than this many times the fastest model measured so far
+_RATE_MARGIN = 2.0
 
 
 @lru_cache(maxsize=None)
@@ -411,7 +413,15 @@ def select(
     skipped: list[Candidate] = []
     runs = 0
     mem_limit_mib = max_train_memory_gb * 1024 if max_train_memory_gb is not None else None
-    peak_rate = lambda: machine_peak_gmac_per_ms(device, eff_threads)  # noqa: E731 - measured once, when needed
+    rates: list[float] = []  # GMAC per ms of the models measured so far (inference)
+
+    def rate_bound() -> tuple[float, str]:
+        """An upper bound of the GMAC/ms any model reaches here: a margin over the matmul peak,
+        tightened to a margin over the fastest model measured once a few are known."""
+        peak = _PEAK_MARGIN * machine_peak_gmac_per_ms(device, eff_threads)
+        if len(rates) >= 3 and _RATE_MARGIN * max(rates) < peak:
+            return _RATE_MARGIN * max(rates), f"{_RATE_MARGIN:g}x the fastest rate measured here"
+        return peak, f"{_PEAK_MARGIN:g}x this machine's matmul peak"
     from tqdm.auto import tqdm
 
     bar = tqdm(implemented, desc="select", unit="model", disable=not progress, dynamic_ncols=True)
@@ -452,10 +462,11 @@ def select(
             # cheap bounds before anything is built for real
             if (max_latency_ms is not None and c.measured.get("infer_step_ms") is None and run
                     and runs < max_benchmarks):
-                floor_ms = c.measured["gmacs"] * batch_size / (_PEAK_MARGIN * peak_rate())
+                bound, why = rate_bound()
+                floor_ms = c.measured["gmacs"] * batch_size / bound
                 if floor_ms > max_latency_ms:
-                    reject(f"needs >= {floor_ms:.0f} ms: {c.measured['gmacs']:.1f} GMACs at {_PEAK_MARGIN:g}x this "
-                           f"machine's matmul peak ({peak_rate():.1f} GMAC/ms; estimate, not measured)")
+                    reject(f"needs >= {floor_ms:.0f} ms: {c.measured['gmacs']:.1f} GMACs at {why} "
+                           f"({bound * 1e3:.0f} GMAC/s; estimate, not measured)")
                     continue
             if (mem_limit_mib is not None and need_train and c.measured.get("train_peak_mem_mib") is None
                     and run and runs < max_benchmarks):
@@ -493,6 +504,8 @@ def select(
                 if not run_part("infer", 1.5 * max_latency_ms if max_latency_ms else None):
                     (skipped if c.status == "unmeasured" else rejected).append(c)
                     continue
+            if c.measured.get("infer_step_ms") and c.measured.get("gmacs"):
+                rates.append(c.measured["gmacs"] * batch_size / c.measured["infer_step_ms"])
             if max_latency_ms is not None and c.measured["infer_step_ms"] > max_latency_ms:
                 reject(f"latency {c.measured['infer_step_ms']:.1f} ms > {max_latency_ms}")
                 continue

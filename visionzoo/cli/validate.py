@@ -67,7 +67,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
     from ..pretrained.load import clean_state_dict, load_state_dict_file
     from ..train.distributed import cleanup_distributed, init_distributed
     from ..train.engine import ShardSampler, create_loader, evaluate
-    from ..train.model import build_train_model
+    from ..train.model import MlpHeadClassifier, build_train_model
 
     info = init_distributed(args.device)
     try:
@@ -112,7 +112,7 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
             for k in ("crop_pct", "mean", "std", "interpolation", "crop_mode"):
                 if dc_args.get(k) is None:
                     dc_args[k] = saved_dc.get(k)
-        data_cfg = resolve_data_config(dc_args, model=model)
+        data_cfg = resolve_data_config(dc_args, model=model.backbone if isinstance(model, MlpHeadClassifier) else model)
         ds.transform = create_transform(**data_cfg, is_training=False)
         model.to(info.device)
         loader = create_loader(ds, args.batch_size, ShardSampler(len(ds), info.rank, info.world_size), args.workers,

@@ -34,6 +34,7 @@ from ..layers.helpers import make_divisible
 from ..layers.layer_scale import LayerScale2d
 from ..layers.mixed_conv import MixedConv2d
 from ..layers.padding import create_conv2d_pad
+from ._mobile_memory import checkpoint_region
 
 __all__ = [
     "BlockEnv", "SqueezeExcite", "GlobalContext", "ConvBnAct", "DepthwiseSeparableConv", "InvertedResidual",
@@ -109,7 +110,7 @@ class SqueezeExcite(nn.Module):
                  gate_layer: LayerType = "sigmoid") -> None:
         super().__init__()
         self.conv_reduce = nn.Conv2d(channels, rd_channels, 1, bias=True)
-        self.act1 = create_act_layer(act_layer, inplace=True)
+        self.act1 = create_act_layer(act_layer)
         self.conv_expand = nn.Conv2d(rd_channels, channels, 1, bias=True)
         self.gate = create_act_layer(gate_layer)
 
@@ -182,25 +183,45 @@ def _attn(env: BlockEnv, chs: int, in_chs: int, se_ratio: float, act_layer: Call
     return env.se_layer(chs, in_chs, se_ratio, act_layer) or nn.Identity()
 
 
-class _Residual(nn.Module):
-    """Shared shortcut logic: ``drop_path(x) + shortcut`` when shapes match and skip is enabled."""
+class _MobileBlock(nn.Module):
+    """Shared block behaviour: the residual shortcut and the memory-saving switches.
+
+    ``selective_recompute``: in training, keep only conv outputs and recompute the rest in
+    backward; ``inplace_add``: add the shortcut in place (only where no saved tensor is touched).
+    """
 
     has_skip: bool
+    inplace_add: bool = False
+    selective_recompute: bool = False
+    _inplace_safe: bool = True  # the branch ends in a norm/scale whose output backward never reads
 
     def _init_skip(self, in_chs: int, out_chs: int, stride: int, skip: bool, drop_path: float) -> None:
         self.has_skip = skip and stride == 1 and in_chs == out_chs
         self.drop_path = DropPath(drop_path) if self.has_skip and drop_path > 0 else nn.Identity()
 
     def _add(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(x) + shortcut if self.has_skip else x
+        if not self.has_skip:
+            return x
+        x = self.drop_path(x)
+        return x.add_(shortcut) if self.inplace_add and self._inplace_safe else x + shortcut
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.selective_recompute and self.training and torch.is_grad_enabled():
+            return checkpoint_region(self._forward, x, selective=True)
+        return self._forward(x)
 
 
 # --------------------------------------------------------------------------------------------
 # blocks
 
 
-class ConvBnAct(_Residual):
+class ConvBnAct(_MobileBlock):
     """``conv -> norm+act`` (the "fused" first stage of EfficientNetV2, MobileNetV3's last conv)."""
+
+    _inplace_safe = False  # the activation output may be kept for its backward (ReLU)
 
     def __init__(self, in_chs: int, out_chs: int, env: BlockEnv, *, kernel_size: int = 3, stride: int = 1,
                  dilation: int = 1, group_size: int | None = 0, skip: bool = False,
@@ -214,11 +235,11 @@ class ConvBnAct(_Residual):
         self.aa = create_aa(env.aa_layer if use_aa else None, out_chs, stride)
         self._init_skip(in_chs, out_chs, stride, skip, drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._add(self.aa(self.bn1(self.conv(x))), x)
 
 
-class DepthwiseSeparableConv(_Residual):
+class DepthwiseSeparableConv(_MobileBlock):
     """Depthwise conv -> norm+act -> (SE) -> pointwise conv -> norm (MobileNetV1, EfficientNet stage 0).
 
     With ``s2d`` (EfficientNet-X) a 2x2 stride-2 conv first folds space into 4x the channels
@@ -247,9 +268,10 @@ class DepthwiseSeparableConv(_Residual):
         self.se = _attn(env, dw_chs, in_chs, se_ratio, act_layer)
         self.conv_pw = create_conv(dw_chs, out_chs, pw_kernel_size, padding=env.pad_type)
         self.bn2 = env.norm_act(out_chs, act_layer=act_layer, apply_act=pw_act)
+        self._inplace_safe = not pw_act
         self._init_skip(in_chs, out_chs, stride, skip, drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         if hasattr(self, "conv_s2d"):
             x = self.bn_s2d(self.conv_s2d(x))
@@ -258,7 +280,7 @@ class DepthwiseSeparableConv(_Residual):
         return self._add(x, shortcut)
 
 
-class InvertedResidual(_Residual):
+class InvertedResidual(_MobileBlock):
     """Inverted residual (MBConv): 1x1 expand -> depthwise -> (SE) -> 1x1 linear projection."""
 
     def __init__(self, in_chs: int, out_chs: int, env: BlockEnv, *, mid_chs: int,
@@ -282,7 +304,7 @@ class InvertedResidual(_Residual):
         self.bn3 = env.norm_act(out_chs, apply_act=False)
         self._init_skip(in_chs, out_chs, stride, skip, drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.bn1(self.conv_pw(x))
         x = self.aa(self.bn2(self.conv_dw(x)))
@@ -297,7 +319,7 @@ class CondConvResidual(InvertedResidual):
         super().__init__(in_chs, out_chs, env, num_experts=num_experts, **kwargs)
         self.routing_fn = nn.Linear(in_chs, num_experts)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         routing = torch.sigmoid(self.routing_fn(x.mean((2, 3))))
         x = self.bn1(self.conv_pw(x, routing))
@@ -306,7 +328,7 @@ class CondConvResidual(InvertedResidual):
         return self._add(x, shortcut)
 
 
-class EdgeResidual(_Residual):
+class EdgeResidual(_MobileBlock):
     """Edge / fused-MBConv residual: a full kxk expansion conv replaces 1x1 + depthwise.
 
     ``force_in_chs`` sizes the expansion from a nominal input width (EdgeTPU, EfficientNet-X).
@@ -328,14 +350,14 @@ class EdgeResidual(_Residual):
         self.bn2 = env.norm_act(out_chs, apply_act=False)
         self._init_skip(in_chs, out_chs, stride, skip, drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.aa(self.bn1(self.conv_exp(x)))
         x = self.bn2(self.conv_pwl(self.se(x)))
         return self._add(x, shortcut)
 
 
-class UniversalInvertedResidual(_Residual):
+class UniversalInvertedResidual(_MobileBlock):
     """MobileNetV4's UIB: optional depthwise convs before and after the 1x1 expansion.
 
     Start+mid depthwise is "ExtraDW", mid only is the classic inverted bottleneck, start only is
@@ -383,7 +405,7 @@ class UniversalInvertedResidual(_Residual):
         self.layer_scale = LayerScale2d(out_chs, init) if init is not None else nn.Identity()
         self._init_skip(in_chs, out_chs, stride, skip, drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.pw_exp(self.dw_start(x))
         x = self.se(self.dw_mid(x))
@@ -437,7 +459,7 @@ class MultiQueryAttention2d(nn.Module):
         return self.output(o)
 
 
-class MobileAttention(_Residual):
+class MobileAttention(_MobileBlock):
     """MobileNetV4 hybrid block: norm -> multi-query attention -> layer scale, residual."""
 
     def __init__(self, in_chs: int, out_chs: int, env: BlockEnv, *, num_heads: int = 8, key_dim: int = 64,
@@ -454,5 +476,5 @@ class MobileAttention(_Residual):
         self.layer_scale = LayerScale2d(out_chs, init) if init is not None else nn.Identity()
         self._init_skip(in_chs, out_chs, stride, skip, drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._add(self.layer_scale(self.attn(self.norm(x))), x)

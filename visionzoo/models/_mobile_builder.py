@@ -33,14 +33,14 @@ import torch.nn as nn
 
 from ..features import feature_take_indices
 from ..layers.activations import LayerType, get_act_layer
-from ..layers.grad_checkpoint import checkpoint_seq
 from ..layers.helpers import make_divisible
-from ..layers.norm_act import BatchNormAct2d, EvoNorm2dS0, GroupNormAct
+from ..layers.norm_act import EvoNorm2dS0, GroupNormAct
 from ..layers.padding import create_conv2d_pad
 from ._mobile_blocks import (
     BlockEnv, CondConvResidual, ConvBnAct, DepthwiseSeparableConv, EdgeResidual, GlobalContext, InvertedResidual,
     LayerNormAct2d, MobileAttention, SqueezeExcite, UniversalInvertedResidual,
 )
+from ._mobile_memory import MobileBatchNormAct2d, checkpoint_region
 
 __all__ = ["BlockDef", "parse_block", "scale_stage_depth", "MobileArch", "MobileNetBase", "build_stages",
            "round_channels"]
@@ -161,7 +161,7 @@ def make_norm_act(kind: str = "batchnorm", eps: float = 1e-5, group_size: int | 
 
     def factory(chs: int, act_layer: LayerType = None, apply_act: bool = True) -> nn.Module:
         if kind == "batchnorm":
-            return BatchNormAct2d(chs, eps=eps, act_layer=act_layer, apply_act=apply_act)
+            return MobileBatchNormAct2d(chs, eps=eps, act_layer=act_layer, apply_act=apply_act)
         if kind == "groupnorm":
             return GroupNormAct(chs, num_groups=chs // (group_size or chs // 32), eps=eps, act_layer=act_layer,
                                 apply_act=apply_act)
@@ -180,7 +180,8 @@ class SeCfg:
 
     ``from_mid``: reduce relative to the expanded width (MobileNetV3) rather than the block input
     (EfficientNet); ``divisor``: round the reduced width with ``make_divisible`` (else ``round``);
-    ``act``: fixed activation (else the block's).
+    ``act``: fixed activation (else the block's); ``round_limit``: how far ``make_divisible`` may
+    round down.
     """
 
     kind: str = "se"
@@ -188,12 +189,14 @@ class SeCfg:
     act: str | None = None
     from_mid: bool = False
     divisor: int | None = None
+    round_limit: float = 0.9
 
     def __call__(self, chs: int, in_chs: int, ratio: float, block_act: Callable[..., nn.Module],
                  rd_channels: int | None = None) -> nn.Module:
         if rd_channels is None:
             base = (chs if self.from_mid else in_chs) * ratio
-            rd_channels = round(base) if self.divisor is None else make_divisible(base, self.divisor)
+            rd_channels = (round(base) if self.divisor is None
+                           else make_divisible(base, self.divisor, round_limit=self.round_limit))
         act = get_act_layer(self.act) if self.act else block_act
         if self.kind == "se":
             return SqueezeExcite(chs, rd_channels, act_layer=act, gate_layer=self.gate)
@@ -389,6 +392,7 @@ class MobileNetBase(nn.Module):
     blocks: nn.Sequential
     feature_info: list[dict[str, Any]]
     _feature_stage: list[int]
+    selective_recompute: bool = False  # set by memory_efficient="block" (see _mobile_memory)
 
     def _build_trunk(self, arch: MobileArch, in_chans: int, output_stride: int, drop_path_rate: float,
                      env: BlockEnv) -> int:
@@ -404,17 +408,27 @@ class MobileNetBase(nn.Module):
         """Recompute each stage's activations in backward instead of storing them."""
         self.grad_checkpointing = enable
 
-    def _run_blocks(self, x: torch.Tensor) -> torch.Tensor:
+    def _training_grad(self) -> bool:
+        return self.training and torch.is_grad_enabled() and not torch.jit.is_scripting()
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        if self.selective_recompute and self._training_grad():
+            return checkpoint_region(lambda t: self.bn1(self.conv_stem(t)), x, selective=True)
+        return self.bn1(self.conv_stem(x))
+
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+            return checkpoint_region(stage, x)
+        return stage(x)
 
     def _forward_head_features(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn1(self.conv_stem(x))
-        return self._forward_head_features(self._run_blocks(x))
+        x = self._stem(x)
+        for stage in self.blocks:
+            x = self._run_stage(stage, x)
+        return self._forward_head_features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -429,15 +443,12 @@ class MobileNetBase(nn.Module):
         wanted = {self._feature_stage[i] for i in take}
         last_stage = self._feature_stage[max_index]
         out: list[torch.Tensor] = []
-        x = self.bn1(self.conv_stem(x))
+        x = self._stem(x)
         if -1 in wanted:
             out.append(x)
         stages = self.blocks[:last_stage + 1] if (stop_early or intermediates_only) else self.blocks
         for si, stage in enumerate(stages):
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                x = checkpoint_seq(stage, x)
-            else:
-                x = stage(x)
+            x = self._run_stage(stage, x)
             if si in wanted:
                 out.append(x)
         if intermediates_only:

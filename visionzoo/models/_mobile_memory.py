@@ -1,8 +1,140 @@
-"""Training-memory remedies for the mobile-block family (placeholder)."""
+"""Training-memory remedies for the mobile-block family.
+
+EfficientNets store far more activations than their parameter count suggests: every
+inverted-residual block keeps about seven expanded-width tensors for backward (1x1 conv output,
+BN output, activation output, the same after the depthwise conv, and the SE-gated map), while
+the compute sits almost entirely in the convolutions. The remedies, from cheapest:
+
+``memory_efficient="inplace"``
+    residual adds and ReLU/ReLU6 after a norm run in place (never on a tensor backward needs).
+``memory_efficient="act"`` (includes "inplace")
+    batch norm + activation run as one autograd function that keeps only the norm's input; the
+    normalised value and the activation (swish, hard-swish, ReLU, GELU...) are recomputed in
+    backward (:func:`visionzoo.layers.activations_me.batch_norm_act_me`).
+``memory_efficient="block"`` or ``True`` (includes "inplace")
+    each block keeps only its convolution outputs; norms, activations and SE gating are
+    recomputed from them in backward (selective activation checkpointing).
+``set_grad_checkpointing()``
+    each stage keeps only its input and is recomputed in full in backward.
+
+Recomputation must not update batch-norm running statistics a second time: regions run through
+:func:`checkpoint_region` flag their re-run (:func:`is_recomputing`) and the family's batch norms
+then use momentum 0 and leave ``num_batches_tracked`` alone.
+"""
 from __future__ import annotations
 
+import contextvars
+from functools import partial
+from typing import Any, Callable
+
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+from ..layers.activations_me import act_me_name, batch_norm_act_me
+from ..layers.norm_act import BatchNormAct2d
+
+__all__ = ["is_recomputing", "checkpoint_region", "MobileBatchNormAct2d", "BatchNormActMe2d",
+           "apply_memory_efficient", "MEMORY_LEVELS"]
+
+MEMORY_LEVELS = ("inplace", "act", "block")
+_RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("mobile_recomputing", default=False)
+_aten = torch.ops.aten
+# compute-heavy ops whose outputs are kept by the "block" policy; everything else is recomputed
+_SAVE_OPS = {
+    _aten.convolution.default, _aten.mm.default, _aten.addmm.default, _aten.bmm.default,
+    _aten._scaled_dot_product_flash_attention_for_cpu.default,
+}
 
 
-def apply_memory_efficient(model: nn.Module) -> None:
-    raise NotImplementedError
+def is_recomputing() -> bool:
+    """True while a checkpointed region re-runs its forward during backward."""
+    return _RECOMPUTING.get()
+
+
+def _keep_conv_outputs(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def checkpoint_region(fn: Callable[..., torch.Tensor], *args: torch.Tensor, selective: bool = False) -> torch.Tensor:
+    """Run ``fn`` under activation checkpointing; its re-run in backward sets :func:`is_recomputing`.
+
+    ``selective=True`` keeps the outputs of convolutions / matmuls and recomputes only the
+    element-wise work; otherwise everything inside ``fn`` is recomputed.
+    """
+    calls = [0]
+
+    def run(*a: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 1 or _RECOMPUTING.get():
+            return fn(*a)
+        token = _RECOMPUTING.set(True)
+        try:
+            return fn(*a)
+        finally:
+            _RECOMPUTING.reset(token)
+
+    if selective:
+        return checkpoint(run, *args, use_reentrant=False,
+                          context_fn=partial(create_selective_checkpoint_contexts, _keep_conv_outputs))
+    return checkpoint(run, *args, use_reentrant=False)
+
+
+class MobileBatchNormAct2d(BatchNormAct2d):
+    """``BatchNormAct2d`` that leaves running statistics alone while being recomputed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and _RECOMPUTING.get():
+            x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, 0.0, self.eps)
+            return self.act(x)
+        return super().forward(x)
+
+
+class BatchNormActMe2d(MobileBatchNormAct2d):
+    """Batch norm + activation that keeps only its input for backward (same state dict)."""
+
+    me_act: str = "identity"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled() and self.track_running_stats):
+            return super().forward(x)
+        if _RECOMPUTING.get():
+            momentum = 0.0
+        else:
+            self.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        return batch_norm_act_me(x, self.weight, self.bias, self.running_mean, self.running_var, momentum,
+                                 self.eps, self.me_act)
+
+
+def _set_inplace(act: nn.Module) -> None:
+    if isinstance(act, (nn.ReLU, nn.ReLU6)):
+        act.inplace = True
+
+
+def apply_memory_efficient(model: nn.Module, level: bool | str = True) -> nn.Module:
+    """Switch a built mobile-family model to a memory-saving mode (see the module docstring).
+
+    Works in place and keeps the state dict unchanged; returns the model.
+    """
+    if level is True:
+        level = "block"
+    if level is False or level is None:
+        return model
+    if level not in MEMORY_LEVELS:
+        raise ValueError(f"memory_efficient must be a bool or one of {MEMORY_LEVELS}, got {level!r}")
+    for m in model.modules():
+        if hasattr(m, "inplace_add"):
+            m.inplace_add = True
+        if isinstance(m, BatchNormAct2d):
+            _set_inplace(m.act)
+            if level == "act" and type(m) is MobileBatchNormAct2d:
+                name = act_me_name(m.act)
+                if name is not None:
+                    m.__class__ = BatchNormActMe2d
+                    m.me_act = name
+        if level == "block" and hasattr(m, "selective_recompute"):
+            m.selective_recompute = True
+    model.memory_efficient = level
+    return model

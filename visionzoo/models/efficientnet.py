@@ -54,13 +54,15 @@ class EfficientNet(MobileNetBase):
     Args:
         arch: the architecture (block definitions, multipliers, layer choices).
         act_layer, norm_layer, pad_type, aa_layer: override the architecture's choices.
-        memory_efficient: trade cheap element-wise recompute for training memory.
+        memory_efficient: training-memory mode: ``True``/``"block"`` keeps only conv outputs inside
+            blocks and recomputes norms/activations/SE in backward; ``"act"`` fuses each batch norm
+            with its activation and recomputes both; ``"inplace"`` only does safe in-place ops.
     """
 
     def __init__(self, *, arch: MobileArch, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg",
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, output_stride: int = 32,
                  act_layer: str | None = None, norm_layer: str | None = None, pad_type: str | None = None,
-                 aa_layer: str | None = None, memory_efficient: bool = False) -> None:
+                 aa_layer: str | None = None, memory_efficient: bool | str = False) -> None:
         super().__init__()
         overrides = {k: v for k, v in dict(act=act_layer, norm=norm_layer, pad=pad_type, aa=aa_layer).items()
                      if v is not None}
@@ -83,7 +85,7 @@ class EfficientNet(MobileNetBase):
         self.classifier = self._make_classifier(num_classes)
         init_weights(self)
         if memory_efficient:
-            apply_memory_efficient(self)
+            apply_memory_efficient(self, memory_efficient)
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
         if num_classes <= 0:
@@ -358,6 +360,7 @@ def _edgetpu_v2(c: tuple[int, ...], gs: int, stem: int, stem_k: int, head: int) 
 
 
 _GN8 = dict(norm="groupnorm", norm_group_size=8)
+_GN16 = dict(norm="groupnorm", norm_group_size=16)
 
 EFFICIENTNET_CFGS: dict[str, MobileArch] = {
     "efficientnet_b0": _effnet(1.0, 1.0),
@@ -369,8 +372,8 @@ EFFICIENTNET_CFGS: dict[str, MobileArch] = {
     "efficientnet_b2": _effnet(1.1, 1.2),
     "efficientnet_b2_pruned": _effnet(1.1, 1.2, overrides=_PRUNED_B2, **_TF),
     "efficientnet_b3": _effnet(1.2, 1.4),
-    "efficientnet_b3_g8_gn": _effnet(1.2, 1.4, group_size=8, divisor=16, **_GN8),
-    "efficientnet_b3_gn": _effnet(1.2, 1.4, divisor=16, **_GN8),
+    "efficientnet_b3_g8_gn": _effnet(1.2, 1.4, group_size=8, divisor=16, **_GN16),
+    "efficientnet_b3_gn": _effnet(1.2, 1.4, divisor=16, **_GN16),
     "efficientnet_b3_pruned": _effnet(1.2, 1.4, overrides=_PRUNED_B3, **_TF),
     "efficientnet_b4": _effnet(1.4, 1.8),
     "efficientnet_b5": _effnet(1.6, 2.2),

@@ -34,13 +34,15 @@ class MobileNetV3(MobileNetBase):
     Args:
         arch: the architecture (block definitions, multipliers, layer choices).
         act_layer, norm_layer, pad_type, aa_layer: override the architecture's choices.
-        memory_efficient: trade cheap element-wise recompute for training memory.
+        memory_efficient: training-memory mode: ``True``/``"block"`` keeps only conv outputs inside
+            blocks and recomputes norms/activations/SE in backward; ``"act"`` fuses each batch norm
+            with its activation and recomputes both; ``"inplace"`` only does safe in-place ops.
     """
 
     def __init__(self, *, arch: MobileArch, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg",
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, output_stride: int = 32,
                  act_layer: str | None = None, norm_layer: str | None = None, pad_type: str | None = None,
-                 aa_layer: str | None = None, memory_efficient: bool = False) -> None:
+                 aa_layer: str | None = None, memory_efficient: bool | str = False) -> None:
         super().__init__()
         overrides = {k: v for k, v in dict(act=act_layer, norm=norm_layer, pad=pad_type, aa=aa_layer).items()
                      if v is not None}
@@ -64,7 +66,7 @@ class MobileNetV3(MobileNetBase):
         self.classifier = self._make_classifier(num_classes)
         init_weights(self)
         if memory_efficient:
-            apply_memory_efficient(self)
+            apply_memory_efficient(self, memory_efficient)
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
@@ -110,6 +112,8 @@ _V3_LARGE = (
     (f"ir x3 k5 s2 e6 c160 {_SE}",),
     ("cn k1 c960",),
 )
+# the timm-trained variant: no shortcut around the first block
+_V3_LARGE_RW = (("ds k3 c16 relu noskip",),) + _V3_LARGE[1:]
 _V3_SMALL = (
     (f"ds k3 s2 c16 {_SE} relu",),
     ("ir k3 s2 e4.5 c24 relu", "ir k3 e3.67 c24 relu"),
@@ -231,12 +235,13 @@ _TF = dict(pad="same", norm_eps=1e-3)
 def _v3(blocks: tuple, w: float, d: float = 1.0, head: int = 1280, **kw: Any) -> MobileArch:
     kw.setdefault("se", _SE_V3)
     kw.setdefault("act", "hard_swish")
-    return MobileArch(blocks, width=w, depth=d, stem_size=16, head_size=head, head_rule="fixed", mid_divisor=8,
-                      **kw)
+    # narrow models keep a 16-wide stem (8 channels lose too much at full resolution)
+    return MobileArch(blocks, width=w, depth=d, stem_size=16, fix_stem=w < 0.75, head_size=head, head_rule="fixed",
+                      mid_divisor=8, **kw)
 
 
 def _fbnetv3(blocks: tuple, stem: int) -> MobileArch:
-    se = SeCfg(gate="hard_sigmoid", act="relu", divisor=8)
+    se = SeCfg(gate="hard_sigmoid", divisor=8, round_limit=0.95)
     return MobileArch(blocks, stem_size=stem, head_size=1984, head_rule="fixed", head_bias=False, mid_divisor=8,
                       act="hard_swish", se=se)
 
@@ -247,9 +252,9 @@ def _lcnet(w: float) -> MobileArch:
 
 
 def _v4(blocks: tuple, w: float = 1.0, stem: int = 32, hybrid: bool = False, **kw: Any) -> MobileArch:
+    kw.setdefault("act", "relu")
     return MobileArch(blocks, width=w, stem_size=stem, fix_stem=True, head_size=1280, head_rule="fixed",
-                      head_bias=False, head_norm=True, mid_divisor=8, act="gelu" if hybrid else "relu",
-                      layer_scale=1e-5 if hybrid else None, **kw)
+                      head_bias=False, head_norm=True, mid_divisor=8, layer_scale=1e-5 if hybrid else None, **kw)
 
 
 MOBILENETV3_CFGS: dict[str, MobileArch] = {
@@ -264,7 +269,7 @@ MOBILENETV3_CFGS: dict[str, MobileArch] = {
     "mobilenetv3_large_075": _v3(_V3_LARGE, 0.75),
     "mobilenetv3_large_100": _v3(_V3_LARGE, 1.0),
     "mobilenetv3_large_150d": _v3(_V3_LARGE, 1.5, 1.2),
-    "mobilenetv3_rw": _v3(_V3_LARGE, 1.0, head_bias=False, se=SeCfg(gate="hard_sigmoid", from_mid=True)),
+    "mobilenetv3_rw": _v3(_V3_LARGE_RW, 1.0, head_bias=False, norm_eps=1e-3, se=SeCfg(gate="hard_sigmoid", from_mid=True)),
     "mobilenetv3_small_050": _v3(_V3_SMALL, 0.5, head=1024),
     "mobilenetv3_small_075": _v3(_V3_SMALL, 0.75, head=1024),
     "mobilenetv3_small_100": _v3(_V3_SMALL, 1.0, head=1024),
@@ -276,8 +281,8 @@ MOBILENETV3_CFGS: dict[str, MobileArch] = {
     "mobilenetv4_conv_small": _v4(_V4_CONV_SMALL),
     "mobilenetv4_conv_small_035": _v4(_V4_CONV_SMALL, 0.35),
     "mobilenetv4_conv_small_050": _v4(_V4_CONV_SMALL, 0.5),
-    "mobilenetv4_hybrid_large": _v4(_V4_HYBRID_LARGE, stem=24, hybrid=True),
-    "mobilenetv4_hybrid_large_075": _v4(_V4_HYBRID_LARGE, 0.75, stem=24, hybrid=True),
+    "mobilenetv4_hybrid_large": _v4(_V4_HYBRID_LARGE, stem=24, hybrid=True, act="gelu"),
+    "mobilenetv4_hybrid_large_075": _v4(_V4_HYBRID_LARGE, 0.75, stem=24, hybrid=True, act="gelu"),
     "mobilenetv4_hybrid_medium": _v4(_V4_HYBRID_MEDIUM, hybrid=True),
     "mobilenetv4_hybrid_medium_075": _v4(_V4_HYBRID_MEDIUM, 0.75, hybrid=True),
     "tf_mobilenetv3_large_075": _v3(_V3_LARGE, 0.75, **_TF),

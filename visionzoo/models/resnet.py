@@ -242,6 +242,8 @@ class ResNet(nn.Module):
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        if len(layers) != 4:
+            raise ValueError(f"ResNet has four stages, got layers={tuple(layers)}")
         if stem_type not in ("", "deep", "deep_tiered"):
             raise ValueError(f"unknown stem_type {stem_type!r}")
         self.num_classes = num_classes
@@ -314,13 +316,10 @@ class ResNet(nn.Module):
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
             self.feature_info.append(dict(num_chs=outplanes, reduction=net_stride, module=f"layer{i + 1}"))
 
+        self.stage_names = [f"layer{i + 1}" for i in range(len(layers))]
         self.num_features = self.head_hidden_size = inplanes
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
         self.init_weights(zero_init_last=zero_init_last)
-
-    @property
-    def stage_names(self) -> list[str]:
-        return [f"layer{i + 1}" for i in range(len(self.feature_info) - 1)]
 
     def init_weights(self, zero_init_last: bool = True) -> None:
         """Kaiming-normal convs (fan-out), unit norms; zero the last norm of each residual branch."""
@@ -346,16 +345,18 @@ class ResNet(nn.Module):
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv1(x)))
 
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return checkpoint_seq(stage, x)
-        return stage(x)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.forward_stem(x))
-        for name in self.stage_names:
-            x = self._run_stage(getattr(self, name), x)
-        return x
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return checkpoint_seq(self._blocks(), x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def _blocks(self) -> list[nn.Module]:
+        """Residual blocks in order (pruned stages are identities and contribute none)."""
+        return [b for name in self.stage_names for b in getattr(self, name).children()]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
@@ -386,7 +387,11 @@ class ResNet(nn.Module):
         x = self.maxpool(x)
         names = self.stage_names[:max_index] if stop_early or intermediates_only else self.stage_names
         for i, name in enumerate(names, start=1):
-            x = self._run_stage(getattr(self, name), x)
+            stage = getattr(self, name)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint_seq(list(stage.children()), x)
+            else:
+                x = stage(x)
             if i in take:
                 intermediates.append(x)
         if intermediates_only:

@@ -409,6 +409,7 @@ class VisionTransformer(nn.Module):
         scale_attn_norm, scale_mlp_norm: extra sub-LNs inside attention/MLP (BEiT-3).
         num_parallel: branches per block for ``'parallel_things'``.
         attn_pool_num_heads, attn_pool_mlp_ratio: MAP head options (default: the blocks').
+        pool_include_prefix: ``avg``/``max``/``map`` pooling also sees the prefix tokens.
         weight_init: ``''`` (truncated normal) or ``'skip'`` (leave PyTorch defaults).
     """
 
@@ -456,6 +457,7 @@ class VisionTransformer(nn.Module):
         num_parallel: int = 2,
         attn_pool_num_heads: int | None = None,
         attn_pool_mlp_ratio: float | None = None,
+        pool_include_prefix: bool = False,
         weight_init: str = "",
     ) -> None:
         super().__init__()
@@ -479,6 +481,7 @@ class VisionTransformer(nn.Module):
         self.has_class_token = class_token
         self.no_embed_class = no_embed_class
         self.dynamic_img_size = dynamic_img_size
+        self.pool_include_prefix = pool_include_prefix
         self.pos_embed_type = pos_embed or "none"
         self.grad_checkpointing = False
 
@@ -641,15 +644,15 @@ class VisionTransformer(nn.Module):
     def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
         """Reduce ``[B, N, C]`` tokens to ``[B, C]`` by ``pool_type`` (default: ``global_pool``)."""
         pool_type = self.global_pool if pool_type is None else pool_type
-        if pool_type == "map":
-            if self.attn_pool is None:
-                raise ValueError("this model has no attention-pool head")
-            return self.attn_pool(x)
         if pool_type == "token":
             return x[:, 0]
         if not pool_type:
             return x
-        patches = x[:, self.num_prefix_tokens:]
+        patches = x if self.pool_include_prefix else x[:, self.num_prefix_tokens:]
+        if pool_type == "map":
+            if self.attn_pool is None:
+                raise ValueError("this model has no attention-pool head")
+            return self.attn_pool(patches)
         if pool_type == "avg":
             return patches.mean(dim=1)
         if pool_type == "max":
@@ -768,6 +771,9 @@ _CLIP = dict(pre_norm=True, patch_bias=False, norm_eps=1e-5)
 _CLIP_QUICK = dict(_CLIP, act_layer="quick_gelu")
 _SIGLIP = dict(class_token=False, global_pool="map")
 _SIGLIP_GAP = dict(class_token=False, global_pool="avg", fc_norm=False)
+# architectures added for SigLIP 2 keep big_vision's tanh-approximated GELU
+_SIGLIP2 = dict(_SIGLIP, act_layer="gelu_tanh")
+_SIGLIP2_GAP = dict(_SIGLIP_GAP, act_layer="gelu_tanh")
 _GAP = dict(class_token=False, global_pool="avg", fc_norm=False)
 _REG_GAP = dict(class_token=False, no_embed_class=True, global_pool="avg", init_values=1e-5)
 _DINOV2 = dict(img_size=518, patch_size=14, init_values=1e-5)
@@ -899,36 +905,36 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vit_base_patch16_siglip_256": _v(BASE, _SIGLIP, img_size=256),
     "vit_base_patch16_siglip_384": _v(BASE, _SIGLIP, img_size=384),
     "vit_base_patch16_siglip_512": _v(BASE, _SIGLIP, img_size=512),
-    "vit_base_patch32_siglip_256": _v(BASE, _SIGLIP, patch_size=32, img_size=256),
+    "vit_base_patch32_siglip_256": _v(BASE, _SIGLIP2, patch_size=32, img_size=256),
     "vit_large_patch16_siglip_256": _v(LARGE, _SIGLIP, img_size=256),
     "vit_large_patch16_siglip_384": _v(LARGE, _SIGLIP, img_size=384),
-    "vit_large_patch16_siglip_512": _v(LARGE, _SIGLIP, img_size=512),
+    "vit_large_patch16_siglip_512": _v(LARGE, _SIGLIP2, img_size=512),
     "vit_so400m_patch14_siglip_224": _v(SO400M, _SIGLIP, patch_size=14),
     "vit_so400m_patch14_siglip_378": _v(SO400M, _SIGLIP, patch_size=14, img_size=378),
     "vit_so400m_patch14_siglip_384": _v(SO400M, _SIGLIP, patch_size=14, img_size=384),
     "vit_so400m_patch16_siglip_256": _v(SO400M, _SIGLIP, img_size=256),
-    "vit_so400m_patch16_siglip_384": _v(SO400M, _SIGLIP, img_size=384),
-    "vit_so400m_patch16_siglip_512": _v(SO400M, _SIGLIP, img_size=512),
-    "vit_giantopt_patch16_siglip_256": _v(GIANTOPT, _SIGLIP, img_size=256),
-    "vit_giantopt_patch16_siglip_384": _v(GIANTOPT, _SIGLIP, img_size=384),
+    "vit_so400m_patch16_siglip_384": _v(SO400M, _SIGLIP2, img_size=384),
+    "vit_so400m_patch16_siglip_512": _v(SO400M, _SIGLIP2, img_size=512),
+    "vit_giantopt_patch16_siglip_256": _v(GIANTOPT, _SIGLIP2, img_size=256),
+    "vit_giantopt_patch16_siglip_384": _v(GIANTOPT, _SIGLIP2, img_size=384),
     "vit_base_patch16_siglip_gap_224": _v(BASE, _SIGLIP_GAP),
     "vit_base_patch16_siglip_gap_256": _v(BASE, _SIGLIP_GAP, img_size=256),
     "vit_base_patch16_siglip_gap_384": _v(BASE, _SIGLIP_GAP, img_size=384),
     "vit_base_patch16_siglip_gap_512": _v(BASE, _SIGLIP_GAP, img_size=512),
-    "vit_base_patch32_siglip_gap_256": _v(BASE, _SIGLIP_GAP, patch_size=32, img_size=256),
+    "vit_base_patch32_siglip_gap_256": _v(BASE, _SIGLIP2_GAP, patch_size=32, img_size=256),
     "vit_large_patch16_siglip_gap_256": _v(LARGE, _SIGLIP_GAP, img_size=256),
     "vit_large_patch16_siglip_gap_384": _v(LARGE, _SIGLIP_GAP, img_size=384),
-    "vit_large_patch16_siglip_gap_512": _v(LARGE, _SIGLIP_GAP, img_size=512),
+    "vit_large_patch16_siglip_gap_512": _v(LARGE, _SIGLIP2_GAP, img_size=512),
     "vit_so400m_patch14_siglip_gap_224": _v(SO400M, _SIGLIP_GAP, patch_size=14),
     "vit_so400m_patch14_siglip_gap_378": _v(SO400M, _SIGLIP_GAP, patch_size=14, img_size=378),
     "vit_so400m_patch14_siglip_gap_384": _v(SO400M, _SIGLIP_GAP, patch_size=14, img_size=384),
     "vit_so400m_patch14_siglip_gap_448": _v(SO400M, _SIGLIP_GAP, patch_size=14, img_size=448),
     "vit_so400m_patch14_siglip_gap_896": _v(SO400M, _SIGLIP_GAP, patch_size=14, img_size=896),
     "vit_so400m_patch16_siglip_gap_256": _v(SO400M, _SIGLIP_GAP, img_size=256),
-    "vit_so400m_patch16_siglip_gap_384": _v(SO400M, _SIGLIP_GAP, img_size=384),
-    "vit_so400m_patch16_siglip_gap_512": _v(SO400M, _SIGLIP_GAP, img_size=512),
-    "vit_giantopt_patch16_siglip_gap_256": _v(GIANTOPT, _SIGLIP_GAP, img_size=256),
-    "vit_giantopt_patch16_siglip_gap_384": _v(GIANTOPT, _SIGLIP_GAP, img_size=384),
+    "vit_so400m_patch16_siglip_gap_384": _v(SO400M, _SIGLIP2_GAP, img_size=384),
+    "vit_so400m_patch16_siglip_gap_512": _v(SO400M, _SIGLIP2_GAP, img_size=512),
+    "vit_giantopt_patch16_siglip_gap_256": _v(GIANTOPT, _SIGLIP2_GAP, img_size=256),
+    "vit_giantopt_patch16_siglip_gap_384": _v(GIANTOPT, _SIGLIP2_GAP, img_size=384),
     # -- DINOv2 / TIPSv2 / RADIO / InternViT -------------------------------------------------
     "vit_small_patch14_dinov2": _v(SMALL, _DINOV2),
     "vit_base_patch14_dinov2": _v(BASE, _DINOV2),
@@ -976,7 +982,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "test_vit2": _v(_size(64, 8, 2, 3.0), img_size=160, class_token=False, reg_tokens=1, global_pool="avg",
                     init_values=1e-5),
     "test_vit3": _v(_size(96, 9, 3, 2.0), img_size=160, class_token=False, reg_tokens=1, global_pool="map",
-                    init_values=1e-5),
+                    init_values=1e-5, pool_include_prefix=True),
     "test_vit4": _v(_size(96, 9, 3, 3.0), img_size=160, class_token=False, reg_tokens=1, global_pool="avg",
                     init_values=1e-5, norm_layer="rmsnorm"),
 }

@@ -220,7 +220,7 @@ class VovNet(nn.Module):
         x = self.stem[1](self.stem[0](x))
         if 0 in take:
             intermediates.append(x)
-        if max_index > 0 or not (stop_early or intermediates_only):
+        if len(self.stem) > 2 and (max_index > 0 or not (stop_early or intermediates_only)):
             x = self.stem[2](x)
         stages = self.stages if not (stop_early or intermediates_only) else self.stages[:max_index]
         for i, stage in enumerate(stages):

@@ -33,7 +33,7 @@ from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed,
 from .ema import ModelEma
 from .metrics import AverageMeter, plot_metrics, topk_correct, write_csv
 from .mixup import Mixup, SoftTargetCrossEntropy
-from .model import build_train_model, freeze_backbone, model_info, set_frozen_norms_eval
+from .model import MlpHeadClassifier, build_train_model, freeze_backbone, model_info, set_frozen_norms_eval
 from .optim import create_optimizer
 from .scheduler import Scheduler
 
@@ -212,10 +212,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _broadcast_state(module: nn.Module) -> None:
-    """Give every process rank 0's buffers/weights (BatchNorm statistics drift per rank under DDP)."""
+def _broadcast_buffers(module: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics drift per rank; weights are in sync)."""
     if dist.is_available() and dist.is_initialized():
-        for t in module.state_dict().values():
+        for t in module.buffers():
             dist.broadcast(t, src=0)
 
 
@@ -309,7 +309,8 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     model = build_train_model(cfg.model, num_classes, cfg.in_chans, cfg.pretrained, cfg.head, cfg.head_hidden,
                               cfg.head_dropout, cfg.drop_rate, cfg.drop_path_rate, cfg.initial_checkpoint)
     data_cfg = resolve_data_config({"img_size": cfg.img_size, "in_chans": cfg.in_chans, "crop_pct": cfg.crop_pct,
-                                    "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std}, model=model)
+                                    "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std},
+                                   model=model.backbone if isinstance(model, MlpHeadClassifier) else model)
     in_chans = data_cfg["input_size"][0]
     minfo = model_info(cfg.to_dict(), num_classes, in_chans)
     if cfg.freeze_backbone:
@@ -380,6 +381,14 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
         history = [dict(r) for r in ckpt.get("history", [])]
         best = float(ckpt.get("best_top1", float("-inf")))
         _log(info, f"resumed from {cfg.resume}: epoch {start_epoch}/{cfg.epochs} done, continuing")
+        old_args = ckpt.get("args") or {}
+        changed = [k for k in ("seed", "batch_size", "lr", "epochs", "opt", "sched", "mixup", "cutmix")
+                   if k in old_args and old_args[k] != getattr(cfg, k)]
+        if ckpt.get("world_size", info.world_size) != info.world_size:
+            changed.append("number of processes")
+        if changed:
+            _log(info, f"warning: {', '.join(changed)} differ from the checkpoint's run; the result will not "
+                       "match an uninterrupted run")
 
     train_model: nn.Module = model
     if info.distributed:
@@ -411,12 +420,12 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
         row = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": stats["loss"], "train_top1": stats["top1"]}
         if val_loader is not None:
             if info.distributed:
-                _broadcast_state(model)
+                _broadcast_buffers(model)
             m = evaluate(model, val_loader, device, cfg.amp, cfg.channels_last, cfg.progress if info.primary else False)
             row.update(val_loss=m["loss"], val_top1=m["top1"], val_top5=m["top5"])
             if ema is not None:
                 if info.distributed:
-                    _broadcast_state(ema.module)
+                    _broadcast_buffers(ema.module)
                 me = evaluate(ema.module, val_loader, device, cfg.amp, cfg.channels_last, False)
                 row.update(ema_val_loss=me["loss"], ema_val_top1=me["top1"], ema_val_top5=me["top5"])
         row["epoch_time_s"] = time.perf_counter() - t0
