@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     res_dir.mkdir(parents=True, exist_ok=True)
     name = f"{args.model}{'-pretrained' if args.pretrained else ''}-{args.img_size}px.json"
     (res_dir / name).write_text(json.dumps(record, indent=1) + "\n")
+    shutil.copyfile(Path(args.output) / "metrics.svg", res_dir / name.replace(".json", ".svg"))
     text = render(res_dir)
     Path(args.results).write_text(text)
     print(text)
@@ -98,17 +100,22 @@ def render(res_dir: Path) -> str:
         "`python benchmarks/digits_finetune.py [--model M] [--pretrained]`; each run is kept as JSON in",
         "`benchmarks/results/digits_finetune/`.",
         "",
-        "| model | weights | input | epochs | final val top-1 | final val top-5 | best val top-1 | wall time | mean epoch |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | weights | input | epochs | final val top-1 | final val top-5 | best val top-1 | first epoch ≥ 95% "
+        "| wall time | mean epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         mean_epoch = sum(x["epoch_time_s"] for x in r["rows"]) / len(r["rows"])
-        lines.append(f"| {r['model']} | {'pretrained (ImageNet), first conv summed to 1 channel' if r['pretrained'] else 'random init'} "
-                     f"| 1×{r['img_size']}×{r['img_size']} | {r['epochs']} | {r['final_top1']:.2f}% | {r['final_top5']:.2f}% "
-                     f"| {r['best_top1']:.2f}% | {r['wall_s']:.0f} s | {mean_epoch:.1f} s |")
+        first95 = next((int(x["epoch"]) for x in r["rows"] if x["val_top1"] >= 95.0), "—")
+        weights = "pretrained (ImageNet), first conv summed to 1 channel" if r["pretrained"] else "random init"
+        lines.append(f"| {r['model']} | {weights} | 1×{r['img_size']}×{r['img_size']} | {r['epochs']} "
+                     f"| {r['final_top1']:.2f}% | {r['final_top5']:.2f}% "
+                     f"| {r['best_top1']:.2f}% | {first95} | {r['wall_s']:.0f} s | {mean_epoch:.1f} s |")
     for r in records:
         lines += ["", f"## {r['model']}{' (pretrained)' if r['pretrained'] else ''}, {r['img_size']} px", "",
                   "```", r["command"], "```", "",
+                  f"![curves]({r['model']}{'-pretrained' if r['pretrained'] else ''}-{r['img_size']}px.svg)"
+                  .replace("](", "](digits_finetune/"), "",
                   f"{r['n_train']} train / {r['n_val']} val images; {r['threads']} torch thread(s), {r['workers']} "
                   f"DataLoader worker(s); {r['machine']}. Wall time includes data loading, validation, checkpoint "
                   "writing and plotting every epoch, and is inflated by the shared machine's load.", "",

@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 
 from visionzoo.data.dataset import DatasetError, ImageFolder, split_samples
-from visionzoo.train.checkpoint import ResumeError, get_rng_state, load_training_checkpoint, save_checkpoint, set_rng_state
+from visionzoo.train.checkpoint import (ResumeError, get_rng_state, load_training_checkpoint, save_checkpoint,
+                                        set_rng_state)
 from visionzoo.train.ema import ModelEma
 from visionzoo.train.engine import TrainConfig, train
 from visionzoo.train.metrics import read_csv, topk_correct
@@ -351,7 +352,8 @@ def test_train_then_validate_cli(tmp_path, tiny_dir, digits_dir, one_thread, cap
     assert all(math.isfinite(r[k]) for r in rows for k in ("train_loss", "val_loss", "val_top1", "val_top5",
                                                               "ema_val_top1"))
     ckpt = load_training_checkpoint(out / "last.pth")
-    assert ckpt["model_info"]["head"] == "mlp" and ckpt["epoch"] == 1 and ckpt["class_names"] == [str(i) for i in range(10)]
+    assert ckpt["model_info"]["head"] == "mlp" and ckpt["epoch"] == 1
+    assert ckpt["class_names"] == [str(i) for i in range(10)]
     capsys.readouterr()
     res = tmp_path / "val.json"
     assert _cli(["validate", "--checkpoint", str(out / "last.pth"), "--data", str(digits_dir), "--workers", "0",

@@ -85,17 +85,20 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
         if saved_classes:
             unknown = [c for c in ds.classes if c not in saved_classes]
             if unknown:
-                raise DatasetError(f"{eval_dir} has classes the checkpoint was not trained on: {', '.join(unknown[:10])}")
+                raise DatasetError(f"{eval_dir} has classes the checkpoint was not trained on: "
+                                   f"{', '.join(unknown[:10])}")
             idx = {c: i for i, c in enumerate(saved_classes)}
             samples = [(p, idx[ds.classes[t]]) for p, t in ds.samples]
             ds = ImageFolder(eval_dir, classes=list(saved_classes), samples=samples)
         num_classes = args.num_classes or minfo.get("num_classes") or len(ds.classes)
         if num_classes < len(ds.classes):
-            raise DatasetError(f"the model has {num_classes} outputs but {eval_dir} has {len(ds.classes)} class folders")
+            raise DatasetError(f"the model has {num_classes} outputs but {eval_dir} has {len(ds.classes)} "
+                               "class folders")
         in_chans = args.in_chans or minfo.get("in_chans")
         head = args.head or minfo.get("head", "linear")
         model = build_train_model(model_name, num_classes, in_chans, pretrained=args.pretrained, head=head,
-                                  head_hidden=minfo.get("head_hidden", 512), head_dropout=minfo.get("head_dropout", 0.2))
+                                  head_hidden=minfo.get("head_hidden", 512),
+                                  head_dropout=minfo.get("head_dropout", 0.2))
         if args.checkpoint:
             sd = clean_state_dict(ckpt if ckpt else raw, use_ema=args.use_ema)
             if args.use_ema and "state_dict_ema" in ckpt and ckpt["state_dict_ema"] is None:

@@ -78,7 +78,8 @@ class ImageFolder(Dataset):
         self.transform = transform
         self.classes = list(classes) if classes is not None else find_classes(self.root)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.samples: list[Sample] = list(samples) if samples is not None else _scan(self.root, self.classes, extensions)
+        self.samples: list[Sample] = (list(samples) if samples is not None
+                                      else _scan(self.root, self.classes, extensions))
         if not self.samples:
             raise DatasetError(f"no images found under {self.root}")
 

@@ -684,7 +684,7 @@ class VisionTransformer(nn.Module):
         Args:
             norm: apply the final norm to each intermediate.
             stop_early: stop after the deepest requested block (the final output is then that
-                block's output, un-normed).
+                block's output, normed); implied by ``intermediates_only``.
             output_fmt: ``'NCHW'`` (patch tokens as a grid) or ``'NLC'`` (token sequence).
             return_prefix_tokens: also return each level's prefix tokens, as ``(map, prefix)``.
         """
@@ -695,7 +695,7 @@ class VisionTransformer(nn.Module):
         grid_h, grid_w = self.patch_embed.dynamic_feat_size((height, width))
 
         x = self._embed(x)
-        blocks = self.blocks if not stop_early else self.blocks[:max_index + 1]
+        blocks = self.blocks[:max_index + 1] if stop_early or intermediates_only else self.blocks
         outs: list[torch.Tensor] = []
         for i, blk in enumerate(blocks):
             x = self._run_block(blk, x)

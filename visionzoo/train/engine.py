@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -290,8 +289,12 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     if cfg.threads is not None:
         torch.set_num_threads(max(1, cfg.threads))
     ckpt = load_training_checkpoint(cfg.resume) if cfg.resume else None
-    out_dir = Path(cfg.output) if cfg.output else (Path(cfg.resume).parent if cfg.resume else
-                                                   Path("runs") / f"{cfg.model.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if cfg.output:
+        out_dir = Path(cfg.output)
+    elif cfg.resume:
+        out_dir = Path(cfg.resume).parent
+    else:
+        out_dir = Path("runs") / f"{cfg.model.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     if info.distributed and not cfg.output and not cfg.resume:
         raise ValueError("under torchrun pass --output DIR (the default name has a per-process timestamp)")
 
