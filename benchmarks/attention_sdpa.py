@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Median over {args.rounds} interleaved rounds; 'attention layer' is one `Attention` module on the "
         f"model's token sequence (width, heads and length of the model).",
         "",
+        "On a shared machine other jobs add noise to absolute times; the interleaving keeps the "
+        "SDPA/explicit ratio within a row comparable.",
+        "",
         "| model | what | batch | SDPA ms | explicit ms | explicit / SDPA | max rel diff |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]

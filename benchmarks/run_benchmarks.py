@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1, help="inference batch (default 1: latency)")
     p.add_argument("--train-batch-size", type=int, default=8)
     p.add_argument("--mode", default="both", choices=("infer", "train", "both"))
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--min-time", type=float, default=1.0)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="timed calls at least (training: 3)")
+    p.add_argument("--min-time", type=float, default=0.5)
     p.add_argument("--out", default=None, help="CSV (default benchmarks/results/cpu-<threads>threads-<size>.csv)")
     args = p.parse_args(argv)
 
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = dict(
         host=host_id("cpu"), cpu_count=os.cpu_count(), platform=platform.platform(), python=platform.python_version(),
         torch=torch.__version__, threads=args.threads, img_size=args.img_size, infer_batch_size=args.batch_size,
-        train_batch_size=args.train_batch_size, models=names, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        train_batch_size=args.train_batch_size, warmup=args.warmup, repeats=args.repeats, min_time_s=args.min_time,
+        models=names, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
         loadavg_before=os.getloadavg() if hasattr(os, "getloadavg") else None,
         note="timings taken on a machine shared with other jobs; compare loadavg with cpu_count "
              "(a load above the core count means the medians are inflated and noisy)",
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         visionzoo.benchmark(names, img_size=args.img_size, batch_size=args.batch_size,
                             train_batch_size=args.train_batch_size, mode=args.mode, threads=args.threads,
-                            device="cpu", repeats=args.repeats, min_time=args.min_time, out=out)
+                            device="cpu", warmup=args.warmup, repeats=args.repeats, min_time=args.min_time, out=out)
     finally:
         meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), wall_s=round(time.perf_counter() - t0, 1),
                     loadavg_after=os.getloadavg() if hasattr(os, "getloadavg") else None)

@@ -191,7 +191,7 @@ def test_optimize_flag(monkeypatch, capsys):
 def test_select_cli_end_to_end(tmp_path, reference, capsys):
     png, svg, out = tmp_path / "front.png", tmp_path / "front.svg", tmp_path / "cands.csv"
     args = ["select", "--reference", str(reference), "--img-size", "32", "--max-train-memory-gb", "1",
-            "--train-batch-size", "2", "--plot", str(png), "--out", str(out), *FAST[:2], "--no-progress"]
+            "--train-batch-size", "2", "--plot", str(png), "--out", str(out), *FAST]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "3 models meet the limits" in text
@@ -223,6 +223,11 @@ def test_select_api_front_and_limits(reference):
     sel = visionzoo.select(reference=reference, img_size=32, max_gmacs=0.00015, threads=1, progress=False, run=False)
     assert [c.arch for c in sel.ranked] == ["benchtiny_a"]
     assert all("GMACs >" in c.reasons[0] for c in sel.rejected)
+    # the min of the timed runs instead of the median, from the cache alone
+    sel = visionzoo.select(reference=reference, img_size=32, threads=1, progress=False, run=False, timing="min")
+    assert sel.cost_key == "infer_step_ms_min" and len(sel.ranked) == 3 and sel.front
+    assert all(c.value("infer_step_ms_min") <= c.value("infer_step_ms") for c in sel.ranked)
+    assert "times: min" in sel.report()
     # without --img-size each architecture is taken at its best published size
     sel = visionzoo.select(reference=reference, models=["benchtiny_a"], threads=1, warmup=0, repeats=1, min_time=0,
                            progress=False)

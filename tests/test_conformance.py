@@ -104,18 +104,31 @@ def test_numeric(family: str, name: str) -> None:
     fmodel = FeatureListNet(model, feats["out_indices"]).eval()
     assert fmodel.feature_info.channels() == feats["channels"]
     assert fmodel.feature_info.reduction() == feats["reduction"]
+    key_map = _reference_feature_key_map(family, model)
+    if key_map is not None:
+        fill_model(fmodel, key_map=key_map)
     with torch.inference_mode():
         maps = fmodel(x)
     problem = _maps_problem(maps, feats, num["rtol"])
-    seq = {n for n, m in model.named_children() if isinstance(m, torch.nn.Sequential)}
-    if problem is not None and seq:
-        # The reference filled its own features_only model, whose wrapper (flatten_sequential)
-        # renames modules inside top-level nn.Sequential containers: features.0.w -> features_0.w.
-        fill_model(fmodel, key_map=lambda k: _flatten_sequential_key(k, seq))
-        with torch.inference_mode():
-            maps = fmodel(x)
-        problem = _maps_problem(maps, feats, num["rtol"])
     assert problem is None, problem
+
+
+# How the reference's features_only wrapper names its state_dict keys, per family. The reference
+# filled that wrapper, not the base model, so the fill must use the same names: FeatureListNet
+# with flatten_sequential renames modules inside top-level nn.Sequential containers
+# (stages.0.w -> stages_0.w); FeatureGetterNet nests the model as ``model``; the rest keep the
+# base model's keys.
+_FLATTEN_SEQUENTIAL = {"resnetv2", "vovnet", "densenet", "vgg", "convnext", "swin_transformer"}
+_GETTER = {"vision_transformer", "deit"}
+
+
+def _reference_feature_key_map(family: str, model: torch.nn.Module):
+    if family in _GETTER:
+        return lambda k: "model." + k
+    if family in _FLATTEN_SEQUENTIAL:
+        seq = {n for n, m in model.named_children() if isinstance(m, torch.nn.Sequential)}
+        return lambda k: _flatten_sequential_key(k, seq)
+    return None
 
 
 def _flatten_sequential_key(key: str, seq: set) -> str:

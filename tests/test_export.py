@@ -29,7 +29,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # family -> (arch, img_size, model kwargs): the smallest arch, shrunk where the family allows it
 REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "convnext": ("test_convnext", 64, {}),
-    "deit": ("deit_tiny_distilled_patch16_224", 64, {}),
+    "deit": ("deit_tiny_distilled_patch16_224", 64, dict(depth=2)),
     "densenet": ("densenet121", 64, dict(block_config=(2, 2, 2, 2))),
     "efficientnet": ("test_efficientnet", 64, {}),
     "mobilenetv3": ("mobilenetv3_small_050", 64, {}),
@@ -45,15 +45,17 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
 
 # families whose models torch.jit.script cannot compile today, and why (first blocking construct)
 SCRIPT_XFAIL: dict[str, str] = {
-    "resnet": "ResNet.stage_names reads self.feature_info (list of dicts mixing int/str values) from forward",
-    "densenet": "a forward helper takes *args / keyword-only args with defaults (unsupported by TorchScript)",
-    "efficientnet": "annotations use 'nn.Sequential' inside a scripted method (unknown type to TorchScript)",
-    "mobilenetv3": "shares the efficientnet builder blocks ('nn.Sequential' annotation)",
-    "regnet": "blocks are called through an attribute TorchScript cannot type (Bottleneck has no __call__)",
-    "swin_transformer": "window/shift sizes are compared as Tuple[int,int] vs None (Optional not refined)",
+    "densenet": "layers/grad_checkpoint.checkpoint_module(module, *args) is compiled from the forward path "
+                "(TorchScript has no *args)",
+    "efficientnet": "models/_mobile_builder.py class annotation 'blocks: nn.Sequential' is unresolvable under "
+                    "'from __future__ import annotations'",
+    "mobilenetv3": "shares models/_mobile_builder.py ('blocks: nn.Sequential' class annotation)",
+    "regnet": "RegStage.forward loops over list(self.children()), which TorchScript cannot type",
+    "swin_transformer": "layers/patch_embed.PatchEmbed.forward compares (h, w) with Optional self.img_size "
+                        "without refinement",
     "vgg": "VGG._run annotates a parameter as nn.Module",
     "vision_transformer": "layers/pos_embed.resample_abs_pos_embed uses typing.Sequence annotations",
-    "deit": "built on vision_transformer (typing.Sequence in resample_abs_pos_embed)",
+    "deit": "built on vision_transformer (layers/pos_embed typing.Sequence annotations)",
 }
 
 
@@ -149,7 +151,7 @@ def test_optimize_matches_eager(family: str) -> None:
     x = example_input(model, size, batch_size=2, seed=3)
     with torch.inference_mode():
         ref = model(x)
-    fast = optimize(model, compile=False, img_size=size)
+    fast = optimize(model, compile=False, dtype="float32", img_size=size)
     assert isinstance(fast, OptimizedModel)
     got = fast(x)
     diff = (got.double() - ref.double()).abs().max().item()
@@ -175,6 +177,33 @@ def test_optimize_bfloat16(family: str) -> None:
     assert got.dtype == torch.float32 and ok, msg
 
 
+@pytest.mark.parametrize("family", [f for f in ("resnet", "efficientnet", "swin_transformer") if f in FAMILIES])
+def test_optimize_jit_matches_eager(family: str) -> None:
+    """optimize(jit=True): per-shape traced + frozen graphs, float32 within the conformance tolerance."""
+    model, size = _eager(family)
+    fast = optimize(model, compile=False, dtype="float32", jit=True, img_size=size)
+    for bs in (1, 2):
+        x = example_input(model, size, batch_size=bs, seed=bs)
+        with torch.inference_mode():
+            ref = fast.model(x)  # the folded model, eager
+        got = fast(x)
+        assert (got - ref).abs().max().item() <= 1e-4 * ref.abs().max().item() + 1e-5
+    assert fast.report["jit_traced_shapes"] == 2, fast.report.get("jit_error")
+
+
+def test_optimize_defaults() -> None:
+    """Default dtype: bfloat16 exactly when the CPU supports it; no compile; BN folded; idempotence guarded."""
+    model = _Tricky().eval()
+    fast = optimize(model, img_size=32)
+    assert fast.report["dtype"] == ("bfloat16" if bf16_supported() else "float32")
+    assert fast.report["compiled"] is False and fast.report["folded_bn"] == 4
+    assert fast(torch.randn(3, 3, 32, 32)).dtype == torch.float32
+    with pytest.raises(ValueError, match="already optimized"):
+        optimize(fast)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        optimize(_Tricky().eval(), dtype="int8")
+
+
 @pytest.mark.skipif(not compile_available()[0], reason=f"torch.compile unavailable: {compile_available()[1]}")
 def test_optimize_compiled() -> None:
     family = "resnet" if "resnet" in FAMILIES else FAMILIES[0]
@@ -182,13 +211,29 @@ def test_optimize_compiled() -> None:
     x = example_input(model, 32 if size else None, batch_size=2, seed=3)
     with torch.inference_mode():
         ref = model(x)
-    fast = optimize(model, compile=True, img_size=32 if size else None)
+    fast = optimize(model, compile=True, dtype="float32", img_size=32 if size else None)
     assert fast.report["compiled"]
     got = fast(x)
     assert (got - ref).abs().max().item() <= 1e-4 * ref.abs().max().item() + 1e-5
 
 
 # --- BatchNorm folding rules, on a model built to trip them up ---------------------------------
+
+
+def _bn_subclasses() -> tuple[type, type]:
+    from visionzoo.layers.norm_act import BatchNormAct2d
+
+    class SameInEval(BatchNormAct2d):  # like the mobile families' norm-acts: differs only in training
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                return self.act(F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps))
+            return super().forward(x)
+
+    class Scaled(nn.BatchNorm2d):  # not a batch norm any more: must not be folded
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * 2
+
+    return SameInEval, Scaled
 
 
 class _Tricky(nn.Module):
@@ -207,6 +252,9 @@ class _Tricky(nn.Module):
         self.bn_twice = nn.BatchNorm2d(8)  # conv output also used by the residual: no
         self.shared = nn.Conv2d(8, 8, 1)
         self.bn_a, self.bn_b = nn.BatchNorm2d(8), nn.BatchNorm2d(8)  # one conv, two BNs: no
+        same_in_eval, scaled = _bn_subclasses()
+        self.sub_conv, self.sub_bn = nn.Conv2d(8, 8, 1), same_in_eval(8)  # subclass equal in eval: fold
+        self.odd_conv, self.odd_bn = nn.Conv2d(8, 8, 1), scaled(8)  # subclass that is not a BN: no
         self.head = nn.Linear(8, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,6 +263,7 @@ class _Tricky(nn.Module):
         y = self.twice(x)
         x = self.bn_twice(y) + y
         x = self.bn_a(self.shared(x)) + self.bn_b(self.shared(x))
+        x = self.odd_bn(self.odd_conv(self.sub_bn(self.sub_conv(x))))
         return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
@@ -232,8 +281,10 @@ def test_fold_batchnorm_rules() -> None:
     with torch.no_grad():
         ref = model(x)
     pairs = fold_batchnorm(model, x[:1])
-    assert sorted(pairs) == sorted([("stem.conv", "stem.bn"), ("same", "bn_same"), ("seq.0", "seq.1")])
+    assert sorted(pairs) == sorted([("stem.conv", "stem.bn"), ("same", "bn_same"), ("seq.0", "seq.1"),
+                                    ("sub_conv", "sub_bn")])
     assert isinstance(model.stem.bn, nn.Identity) and isinstance(model.bn_same, nn.ReLU)
+    assert isinstance(model.sub_bn, nn.ReLU) and isinstance(model.odd_bn, nn.BatchNorm2d)
     assert isinstance(model.bn_twice, nn.BatchNorm2d) and isinstance(model.pre[0], nn.BatchNorm2d)
     with torch.no_grad():
         assert (model(x) - ref).abs().max().item() < 1e-5

@@ -31,7 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .inference import _absmax, _max_abs_diff, example_input, resolve_input_size
+from .inference import _absmax, _max_abs_diff, _tensors, example_input, resolve_input_size
 
 __all__ = ["FORMATS", "ExportResult", "ExportError", "ExportParityError", "export_model",
            "create_export_model", "load_exported", "run_exported"]
@@ -175,6 +175,9 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: b
         raise ExportError("ONNX export needs the 'onnx' and 'onnxscript' packages: "
                           "pip install 'visionzoo[export]'") from e
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1_800_000_000
+    with torch.inference_mode():
+        n_out = len(_tensors(model(x)))
+    output_names = ["output"] if n_out == 1 else [f"output{i}" for i in range(n_out)]
     exporter = ""
     errors = []
     if dynamo in (None, True):
@@ -182,7 +185,7 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: b
             with _quiet_export():
                 torch.onnx.export(
                     model, (x,), str(path), dynamo=True, external_data=big, opset_version=opset,
-                    input_names=["input"], output_names=["output"], verbose=False,
+                    input_names=["input"], output_names=output_names, verbose=False,
                     dynamic_shapes=({0: _batch_dim(True)},) if dynamic_batch else None,
                 )
             exporter = "torch.onnx.export (dynamo)"
@@ -195,8 +198,8 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: b
             with _quiet_export():
                 torch.onnx.export(
                     model, (x,), str(path), dynamo=False, opset_version=opset or 17,
-                    input_names=["input"], output_names=["output"], do_constant_folding=True,
-                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None,
+                    input_names=["input"], output_names=output_names, do_constant_folding=True,
+                    dynamic_axes={n: {0: "batch"} for n in ["input", *output_names]} if dynamic_batch else None,
                 )
             exporter = "torch.onnx.export (legacy TorchScript)"
             if errors:
@@ -270,11 +273,11 @@ def load_exported(path: str | os.PathLike, fmt: str | None = None) -> Any:
         return torch.export.load(str(path)).module()
 
 
-def run_exported(runner: Any, x: torch.Tensor) -> torch.Tensor:
-    """Run a :func:`load_exported` result on ``x``; returns a CPU tensor."""
+def run_exported(runner: Any, x: torch.Tensor) -> Any:
+    """Run a :func:`load_exported` result on ``x``: a tensor, or a list of them for multi-output models."""
     if hasattr(runner, "get_inputs"):  # onnxruntime session
-        out = runner.run(None, {runner.get_inputs()[0].name: x.detach().cpu().numpy()})[0]
-        return torch.from_numpy(out)
+        outs = [torch.from_numpy(o) for o in runner.run(None, {runner.get_inputs()[0].name: x.detach().cpu().numpy()})]
+        return outs[0] if len(outs) == 1 else outs
     with torch.inference_mode():
         out = runner(x)
     return out
@@ -287,10 +290,10 @@ def _check(runner: Any, model: nn.Module, inputs: Sequence[torch.Tensor], atol: 
         with torch.inference_mode():
             ref = model(x)
         got = run_exported(runner, x)
-        if isinstance(got, (tuple, list)) and len(got) == 1:
-            got = got[0]
-        if tuple(got.shape) != tuple(ref.shape):
-            raise ExportParityError(f"exported output shape {tuple(got.shape)} != eager {tuple(ref.shape)} "
+        got_shapes = [tuple(t.shape) for t in _tensors(got)]
+        ref_shapes = [tuple(t.shape) for t in _tensors(ref)]
+        if got_shapes != ref_shapes:
+            raise ExportParityError(f"exported output shapes {got_shapes} != eager {ref_shapes} "
                                     f"for input {tuple(x.shape)}", None)  # type: ignore[arg-type]
         diff = max(diff, _max_abs_diff(got, ref))
         tol = max(tol, atol + rtol * _absmax(ref))

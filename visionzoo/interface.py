@@ -19,7 +19,8 @@ class VisionModel(Protocol):
     * ``forward_intermediates(x, indices)``: ``indices`` index ``feature_info`` (an int ``n``
       means the last ``n``); returns ``(final_features, [maps])`` or just the maps with
       ``intermediates_only=True``.
-    * ``prune_intermediate_layers(indices)``: drop layers after the deepest index (and the head).
+    * ``prune_intermediate_layers(indices)``: drop layers after the deepest index (and the head);
+      afterwards ``forward_intermediates`` indices address the levels that remain.
     """
 
     num_classes: int

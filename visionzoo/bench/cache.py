@@ -19,8 +19,10 @@ from .results import FIELDS, read_results
 
 __all__ = ["cache_file", "host_id", "append_to_cache", "load_cache", "lookup", "cached_measurements"]
 
-_INFER = ("infer_batch_size", "infer_step_ms", "infer_step_ms_iqr", "infer_runs", "infer_samples_per_sec")
-_TRAIN = ("train_batch_size", "train_step_ms", "train_step_ms_iqr", "train_runs", "train_samples_per_sec",
+_INFER = ("infer_batch_size", "infer_step_ms", "infer_step_ms_iqr", "infer_step_ms_min", "infer_runs",
+          "infer_samples_per_sec")
+_TRAIN = ("train_batch_size", "train_step_ms", "train_step_ms_iqr", "train_step_ms_min", "train_runs",
+          "train_samples_per_sec",
           "train_peak_mem_mib", "train_mem_method")
 _STATIC = ("family", "params", "gmacs", "macts")
 
@@ -138,8 +140,10 @@ def cached_measurements(name: str, cache_dir: str | os.PathLike | None = None) -
     for key, r in newest.items():
         part, bs = key[0], key[1]
         label = f"{part} bs={bs} ({_describe(r)})"
-        text = (f"{r[f'{part}_step_ms']:.2f} ms/step median (IQR {r.get(f'{part}_step_ms_iqr') or 0:.2f}, "
-                f"{r.get(f'{part}_runs')} runs), {r.get(f'{part}_samples_per_sec') or 0:.1f} img/s")
+        low = r.get(f"{part}_step_ms_min")
+        text = (f"{r[f'{part}_step_ms']:.2f} ms/step median (IQR {r.get(f'{part}_step_ms_iqr') or 0:.2f}"
+                + (f", min {low:.2f}" if low is not None else "")
+                + f", {r.get(f'{part}_runs')} runs), {r.get(f'{part}_samples_per_sec') or 0:.1f} img/s")
         if part == "train" and r.get("train_peak_mem_mib") is not None:
             text += f", peak memory {r['train_peak_mem_mib']:.0f} MiB"
         out[label] = text + f"  [{r.get('timestamp')}]"

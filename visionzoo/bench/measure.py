@@ -12,7 +12,7 @@ import gc
 import inspect
 import os
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -112,9 +112,8 @@ def resolve_model_names(models: str | Sequence[str], exclude: Sequence[str] = ()
             if "." in item:
                 get_pretrained_cfg(item)  # raises for unknown tags
             names.append(item)
-    seen: set[str] = set()
-    return [n for n in names if not (n in seen or seen.add(n))  # type: ignore[func-returns-value]
-            and not any(fnmatch.fnmatchcase(n, e) for e in exclude)]
+    unique = dict.fromkeys(names)  # keeps the order
+    return [n for n in unique if not any(fnmatch.fnmatchcase(n, e) for e in exclude)]
 
 
 def _create(name: str, device: str | torch.device, kwargs: dict[str, Any]) -> nn.Module:
@@ -280,7 +279,7 @@ def _measure_train(model: nn.Module, size: tuple[int, ...], cfg: BenchConfig, re
     st = time_callable(step, warmup=cfg.warmup, min_runs=max(3, cfg.repeats // 2), max_runs=cfg.max_runs,
                        min_time_s=cfg.min_time, sync=_sync(device), stop_above_ms=cfg.train_stop_above_ms)
     rec.update(train_batch_size=bs, train_step_ms=st.median_ms, train_step_ms_iqr=st.iqr_ms,
-               train_runs=st.runs, train_samples_per_sec=bs * 1e3 / st.median_ms)
+               train_step_ms_min=st.min_ms, train_runs=st.runs, train_samples_per_sec=bs * 1e3 / st.median_ms)
     if st.early_stop:
         rec["note"] = _join(rec.get("note"), f"train timing stopped after warm-up (> {cfg.train_stop_above_ms:.0f} ms)")
     opt.zero_grad(set_to_none=True)
@@ -305,7 +304,7 @@ def _measure_infer(model: nn.Module, size: tuple[int, ...], cfg: BenchConfig, re
         st = time_callable(lambda: model(x), warmup=warmup, min_runs=cfg.repeats, max_runs=cfg.max_runs,
                            min_time_s=cfg.min_time, sync=_sync(device), stop_above_ms=cfg.infer_stop_above_ms)
     rec.update(infer_batch_size=bs, infer_step_ms=st.median_ms, infer_step_ms_iqr=st.iqr_ms,
-               infer_runs=st.runs, infer_samples_per_sec=bs * 1e3 / st.median_ms)
+               infer_step_ms_min=st.min_ms, infer_runs=st.runs, infer_samples_per_sec=bs * 1e3 / st.median_ms)
     if st.early_stop:
         rec["note"] = _join(rec.get("note"), f"infer timing stopped after warm-up (> {cfg.infer_stop_above_ms:.0f} ms)")
 
@@ -452,7 +451,3 @@ def benchmark(
         bar.close()
     return results
 
-
-def config_dict(cfg: BenchConfig) -> dict[str, Any]:
-    """The config as a plain dict (for reports)."""
-    return asdict(cfg)

@@ -12,9 +12,7 @@ __all__ = ["plot_selection", "ascii_chart"]
 
 
 def _points(sel: "Selection") -> tuple[str, list["Candidate"], list["Candidate"]]:
-    from .select import COSTS
-
-    key = COSTS[sel.cost][0]
+    key = sel.cost_key
     ok = [c for c in sel.ranked if c.value(key) is not None]
     bad = [c for c in sel.rejected if c.value(key) is not None and c.status == "rejected"]
     return key, ok, bad
@@ -73,13 +71,14 @@ def plot_selection(sel: "Selection", path: Path, title: str | None = None) -> Pa
     if sel.query["limits"].get("min_top1") is not None:
         ax.axhline(sel.query["limits"]["min_top1"], color="C3", ls=":", lw=1)
     q = sel.query
-    ax.set_xlabel(COSTS[sel.cost][1] + (f", batch {q['batch_size']}" if sel.cost == "latency" else
+    stat = " (min of runs)" if sel.query.get("timing") == "min" and sel.cost_key.endswith("_min") else ""
+    ax.set_xlabel(COSTS[sel.cost][1] + stat + (f", batch {q['batch_size']}" if sel.cost == "latency" else
                                         f", batch {q['train_batch_size']}" if sel.cost.startswith("train") else ""))
     ax.set_ylabel("ImageNet-1k top-1 (%)")
     ax.set_title(title or f"visionzoo select: {q['host']}, {q['device']}, {q['threads']} threads, {q['dtype']}",
                  fontsize=9)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path

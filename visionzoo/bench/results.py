@@ -16,14 +16,14 @@ CONFIG_FIELDS = ("model", "img_size", "device", "threads", "dtype", "channels_la
 FIELDS = (
     "model", "family", "img_size",
     "params", "gmacs", "macts",
-    "infer_batch_size", "infer_step_ms", "infer_step_ms_iqr", "infer_runs", "infer_samples_per_sec",
-    "train_batch_size", "train_step_ms", "train_step_ms_iqr", "train_runs", "train_samples_per_sec",
+    "infer_batch_size", "infer_step_ms", "infer_step_ms_iqr", "infer_step_ms_min", "infer_runs", "infer_samples_per_sec",
+    "train_batch_size", "train_step_ms", "train_step_ms_iqr", "train_step_ms_min", "train_runs", "train_samples_per_sec",
     "train_peak_mem_mib", "train_mem_method",
     "device", "threads", "dtype", "channels_last", "optimized", "host", "torch", "timestamp", "note", "error",
 )
 _INT = {"params", "img_size", "infer_batch_size", "infer_runs", "train_batch_size", "train_runs", "threads"}
-_FLOAT = {"gmacs", "macts", "infer_step_ms", "infer_step_ms_iqr", "infer_samples_per_sec", "train_step_ms",
-          "train_step_ms_iqr", "train_samples_per_sec", "train_peak_mem_mib"}
+_FLOAT = {"gmacs", "macts", "infer_step_ms", "infer_step_ms_iqr", "infer_step_ms_min", "infer_samples_per_sec",
+          "train_step_ms", "train_step_ms_iqr", "train_step_ms_min", "train_samples_per_sec", "train_peak_mem_mib"}
 _BOOL = {"channels_last", "optimized"}
 
 

@@ -7,14 +7,17 @@ from the cache or from result files given by the caller, and missing ones are ru
 1. Published results are filtered by the static criteria (``min_top1``, ``img_size``, ``models``,
    ``pretrain``, ``max_params_m``); each architecture keeps its most accurate tag.
 2. Architectures implemented in visionzoo are visited from the most accurate down. Each is
-   counted (GMACs, on the meta device), its training memory is predicted on the meta device when
-   a memory limit is set, and it is measured (inference first; training only when needed and
-   the inference limit is met). Timing stops after the warm-up call when a call is already
-   well over a limit.
+   counted (GMACs, on the meta device) and checked against cheap bounds before anything is
+   built for real: a latency floor (its GMACs at a margin over the fastest rate possible here:
+   3x the machine's matmul peak, then 2x the fastest model measured so far) and, with a memory
+   limit, its training memory predicted on the meta device. Then it is measured (inference
+   first; training only when needed and the inference limit is met). Timing stops after the
+   warm-up call when that call is already 1.5x over a limit.
 3. Once ``top`` models meet every limit, the remaining (less accurate) ones are measured only if
    they have fewer GMACs than every more accurate feasible model, since only those can still
    be on the accuracy-vs-cost Pareto front; the rest are reported as skipped.
 
+Rejections from the estimates say so (``estimate, not measured``).
 Architectures that have published results but are not implemented yet are listed apart.
 """
 from __future__ import annotations
@@ -72,6 +75,8 @@ class Candidate:
             p = self.measured.get("params")
             return p / 1e6 if p is not None else self.row.param_count
         v = self.measured.get(key)
+        if v is None and key.endswith("_min"):  # results written before min times were recorded
+            v = self.measured.get(key[:-4])
         return float(v) if v is not None else None
 
     def as_record(self) -> dict[str, Any]:
@@ -116,6 +121,12 @@ class Selection:
     plot_path: Path | None = None
 
     @property
+    def cost_key(self) -> str:
+        """The measured field on the x axis (``*_min`` when ``timing='min'``)."""
+        key = COSTS[self.cost][0]
+        return key + "_min" if self.query.get("timing") == "min" and key.endswith("step_ms") else key
+
+    @property
     def best(self) -> Candidate | None:
         return self.ranked[0] if self.ranked else None
 
@@ -128,7 +139,8 @@ class Selection:
         from .table import format_table
 
         rows = self.ranked[:top] if top else self.ranked
-        return format_table([_table_row(i + 1, c, robustness) for i, c in enumerate(rows)])
+        stat = "_min" if self.query.get("timing") == "min" else ""
+        return format_table([_table_row(i + 1, c, robustness, stat) for i, c in enumerate(rows)])
 
     def plot(self, path: str | os.PathLike, title: str | None = None) -> Path:
         """Accuracy vs cost scatter with the Pareto front, saved as PNG / SVG / PDF (matplotlib)."""
@@ -146,33 +158,35 @@ class Selection:
     def report(self, top: int | None = 10, robustness: bool = False, chart: bool = True) -> str:
         """Everything a person reads: conditions, table, front, chart, rejected and missing models."""
         q = self.query
+        shown = self.front + self.rejected[:15] + self.skipped[:8] + self.not_implemented[:10]
+        w = min(max([len(c.name) for c in shown] + [20]) + 1, 60)
         lines = [f"visionzoo select on {q['host']} ({q['device']}, {q['threads']} threads, {q['dtype']}"
                  f"{', channels_last' if q['channels_last'] else ''}), inference batch {q['batch_size']}, "
                  f"training batch {q['train_batch_size']}, "
                  f"{'img ' + str(q['img_size']) if q['img_size'] else 'each tag at its evaluation size'}"]
         limits = [f"{k}={v}" for k, v in q["limits"].items() if v is not None]
-        lines.append(f"limits: {', '.join(limits) or 'none'};  cost axis: {self.cost};  "
-                     f"{self.benchmarks_run} benchmarks run now")
+        lines.append(f"limits: {', '.join(limits) or 'none'};  cost axis: {self.cost};  times: {q.get('timing')} "
+                     f"of the timed runs;  {self.benchmarks_run} benchmarks run now")
         lines.append("")
         if self.ranked:
-            shown = min(len(self.ranked), top or len(self.ranked))
-            lines.append(f"{len(self.ranked)} models meet the limits (top {shown}; * = on the Pareto front):")
+            n_shown = min(len(self.ranked), top or len(self.ranked))
+            lines.append(f"{len(self.ranked)} models meet the limits (top {n_shown}; * = on the Pareto front):")
             lines.append(self.table(top, robustness))
         else:
             lines.append("no implemented model meets the limits.")
         if self.front:
             lines.append("")
-            key, label = COSTS[self.cost]
+            key, label = self.cost_key, COSTS[self.cost][1]
             lines.append(f"Pareto front (top-1 vs {label}):")
             for c in self.front:
-                lines.append(f"  {c.name:<40} top1 {c.top1:6.2f}   {_fmt_cost(c.value(key))}")
+                lines.append(f"  {c.name:<{w}} top1 {c.top1:6.2f}   {_fmt_cost(c.value(key))}")
         if chart and (self.ranked or self.rejected):
             lines += ["", self.chart()]
         if self.rejected:
             lines.append("")
             lines.append(f"rejected ({len(self.rejected)}):")
             for c in self.rejected[:15]:
-                lines.append(f"  {c.name:<40} top1 {c.top1:6.2f}   {'; '.join(c.reasons)}")
+                lines.append(f"  {c.name:<{w}} top1 {c.top1:6.2f}   {'; '.join(c.reasons)}")
             if len(self.rejected) > 15:
                 lines.append(f"  ... and {len(self.rejected) - 15} more")
         if self.skipped:
@@ -181,7 +195,7 @@ class Selection:
             lines.append(f"not measured ({len(self.skipped)}"
                          + (f", {n_unmeasured} over --max-benchmarks" if n_unmeasured else "") + "):")
             for c in self.skipped[:8]:
-                lines.append(f"  {c.name:<40} top1 {c.top1:6.2f}   {'; '.join(c.reasons)}")
+                lines.append(f"  {c.name:<{w}} top1 {c.top1:6.2f}   {'; '.join(c.reasons)}")
             if len(self.skipped) > 8:
                 lines.append(f"  ... and {len(self.skipped) - 8} more")
         if self.not_implemented:
@@ -189,7 +203,7 @@ class Selection:
             lines.append(f"published results whose architecture is not implemented in visionzoo yet "
                          f"({len(self.not_implemented)}; most accurate first):")
             for c in self.not_implemented[:10]:
-                lines.append(f"  {c.name:<48} top1 {c.top1:6.2f}  img {c.row.img_size:<4} {c.row.param_count:8.2f} M params")
+                lines.append(f"  {c.name:<{w}} top1 {c.top1:6.2f}   img {c.row.img_size:<4} {c.row.param_count:8.2f} M params")
             if len(self.not_implemented) > 10:
                 lines.append(f"  ... and {len(self.not_implemented) - 10} more")
         if self.plot_path:
@@ -201,7 +215,7 @@ def _fmt_cost(v: float | None) -> str:
     return "-" if v is None else (f"{v:.3g}" if v < 100 else f"{v:.0f}")
 
 
-def _table_row(rank: int, c: Candidate, robustness: bool) -> dict[str, str]:
+def _table_row(rank: int, c: Candidate, robustness: bool, stat: str = "") -> dict[str, str]:
     m = c.measured
 
     def f(v: Any, spec: str) -> str:
@@ -209,12 +223,13 @@ def _table_row(rank: int, c: Candidate, robustness: bool) -> dict[str, str]:
 
     row = {"#": str(rank), "": "*" if c.on_front else "", "model": c.name, "top1": f"{c.top1:.2f}",
            "img": str(c.row.img_size), "params M": f(c.value("params_m"), ".1f"), "GMACs": f(m.get("gmacs"), ".2f")}
-    if m.get("infer_step_ms") is not None:
-        row["infer ms"] = f"{m['infer_step_ms']:.1f}±{(m.get('infer_step_ms_iqr') or 0) / 2:.1f}"
-        row["img/s"] = f(m.get("infer_samples_per_sec"), ".1f")
+    infer, train = c.value("infer_step_ms" + stat), c.value("train_step_ms" + stat)
+    if infer is not None:
+        row["infer ms"] = f"{infer:.1f}" + ("" if stat else f"±{(m.get('infer_step_ms_iqr') or 0) / 2:.1f}")
+        row["img/s"] = f"{(m.get('infer_batch_size') or 1) * 1e3 / infer:.1f}"
     else:
         row["infer ms"], row["img/s"] = "-", "-"
-    row["train ms"] = f(m.get("train_step_ms"), ".0f")
+    row["train ms"] = f(train, ".0f")
     mem = m.get("train_peak_mem_mib")
     row["train GiB"] = f(mem / 1024 if mem is not None else None, ".2f")
     if robustness:
@@ -300,6 +315,7 @@ def select(
     exclude: Sequence[str] = (),
     pretrain: Sequence[str] | str = (),
     cost: str = "latency",
+    timing: str = "median",
     top: int = 10,
     measure_train: bool | None = None,
     run: bool = True,
@@ -325,6 +341,8 @@ def select(
         models, exclude: wildcard filters on ``arch`` or ``arch.tag``. pretrain: keep these
             pre-training sets only (``in1k``, ``in21k``, ... from ``model_metadata-in1k.csv``).
         cost: x axis of the front: ``latency``, ``train-step``, ``train-memory``, ``gmacs``, ``params``.
+        timing: ``median`` (default) or ``min`` of the timed runs, for limits, table and front
+            (``min`` is the steadier number on a machine shared with other work).
         top: how many feasible models to rank before only front candidates are measured.
         measure_train: measure training too (default: when a training limit or cost asks for it).
         run: measure what is missing (False: use cached / given measurements only).
@@ -341,6 +359,8 @@ def select(
 
     if cost not in COSTS:
         raise ValueError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
+    if timing not in ("median", "min"):
+        raise ValueError(f"timing must be 'median' or 'min', got {timing!r}")
     for label, v in (("max_latency_ms", max_latency_ms), ("max_train_memory_gb", max_train_memory_gb),
                      ("max_train_step_ms", max_train_step_ms), ("max_params_m", max_params_m),
                      ("max_gmacs", max_gmacs)):
@@ -351,7 +371,7 @@ def select(
     models = [models] if isinstance(models, str) else list(models)
     pretrain = [pretrain] if isinstance(pretrain, str) else list(pretrain)
     log = log or (lambda s: None)
-    cost_key = COSTS[cost][0]
+    stat = "_min" if timing == "min" else ""
     need_train = bool(measure_train) or (measure_train is None and (
         max_train_memory_gb is not None or max_train_step_ms is not None or cost in ("train-step", "train-memory")))
     need_infer = cost == "latency" or max_latency_ms is not None or not need_train
@@ -394,7 +414,7 @@ def select(
     cache = load_cache()
     eff_threads = None if device.startswith("cuda") else (threads or torch.get_num_threads())
     query = dict(host=host_id(device), device=device, threads=eff_threads, dtype=dtype, channels_last=channels_last,
-                 batch_size=batch_size, train_batch_size=train_batch_size, img_size=img_size,
+                 batch_size=batch_size, train_batch_size=train_batch_size, img_size=img_size, timing=timing,
                  limits=dict(max_latency_ms=max_latency_ms, max_train_memory_gb=max_train_memory_gb,
                              max_train_step_ms=max_train_step_ms, min_top1=min_top1, max_params_m=max_params_m,
                              max_gmacs=max_gmacs))
@@ -403,7 +423,7 @@ def select(
         kw = dict(device=device, threads=eff_threads, dtype=dtype, channels_last=channels_last,
                   infer_batch_size=batch_size, train_batch_size=train_batch_size)
         out: dict[str, Any] = {}
-        for recs, host in ((cache, None), (given, "*")):
+        for recs, host in ((given, "*"), (cache, None)):
             found = lookup(c.arch, c.row.img_size, records=recs, host=host, **kw) or {}
             out.update({k: v for k, v in found.items() if v is not None and k not in out})
         return out
@@ -504,10 +524,11 @@ def select(
                 if not run_part("infer", 1.5 * max_latency_ms if max_latency_ms else None):
                     (skipped if c.status == "unmeasured" else rejected).append(c)
                     continue
-            if c.measured.get("infer_step_ms") and c.measured.get("gmacs"):
-                rates.append(c.measured["gmacs"] * batch_size / c.measured["infer_step_ms"])
-            if max_latency_ms is not None and c.measured["infer_step_ms"] > max_latency_ms:
-                reject(f"latency {c.measured['infer_step_ms']:.1f} ms > {max_latency_ms}")
+            latency = c.value("infer_step_ms" + stat)
+            if latency and c.measured.get("gmacs"):
+                rates.append(c.measured["gmacs"] * batch_size / latency)
+            if max_latency_ms is not None and latency > max_latency_ms:
+                reject(f"latency {latency:.1f} ms > {max_latency_ms}")
                 continue
             if need_train and c.measured.get("train_step_ms") is None:
                 if not run_part("train", 1.5 * max_train_step_ms if max_train_step_ms else None):
@@ -516,8 +537,8 @@ def select(
             reasons = []
             if mem_limit_mib is not None and c.measured["train_peak_mem_mib"] > mem_limit_mib:
                 reasons.append(f"train memory {c.measured['train_peak_mem_mib'] / 1024:.2f} GiB > {max_train_memory_gb}")
-            if max_train_step_ms is not None and c.measured["train_step_ms"] > max_train_step_ms:
-                reasons.append(f"train step {c.measured['train_step_ms']:.0f} ms > {max_train_step_ms}")
+            if max_train_step_ms is not None and c.value("train_step_ms" + stat) > max_train_step_ms:
+                reasons.append(f"train step {c.value('train_step_ms' + stat):.0f} ms > {max_train_step_ms}")
             if reasons:
                 c.status, c.reasons = "rejected", reasons
                 rejected.append(c)
@@ -526,12 +547,12 @@ def select(
             feasible.append(c)
     bar.close()
 
-    front = pareto_front(feasible, cost_key)
-    for c in front:
-        c.on_front = True
     feasible.sort(key=lambda c: -c.top1)
-    sel = Selection(query=query, cost=cost, ranked=feasible, front=front, rejected=rejected, skipped=skipped,
+    sel = Selection(query=query, cost=cost, ranked=feasible, front=[], rejected=rejected, skipped=skipped,
                     not_implemented=missing, benchmarks_run=runs)
+    sel.front = pareto_front(feasible, sel.cost_key)
+    for c in sel.front:
+        c.on_front = True
     if plot:
         sel.plot(plot)
     return sel

@@ -35,6 +35,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", action="store_true", help="load the tag's pretrained weights")
     p.add_argument("--num-classes", type=int, default=None, help="classifier size (0 = no classifier)")
     p.add_argument("--in-chans", type=int, default=None, help="input channels")
+    p.add_argument("--features-only", action="store_true", help="export the feature-map backbone (one output per level)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--onnx-exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                    help="torch.onnx exporter: dynamo (torch.export based), legacy (TorchScript based) or "
@@ -55,6 +56,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.pretrained and args.checkpoint:
         raise ValueError("use either --pretrained or --checkpoint, not both")
     model_kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v is not None}
+    if args.features_only:
+        model_kwargs["features_only"] = True
     dynamo = {"auto": None, "dynamo": True, "legacy": False}[args.onnx_exporter]
     try:
         result = export_model(

@@ -25,12 +25,17 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     c.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     c.add_argument("--channels-last", action="store_true")
+    c.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
+    c.add_argument("--repeats", type=int, default=5, help="timed inference calls at least (default 5)")
+    c.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls at least (default 0.5)")
     s = p.add_argument_group("candidates and output")
     s.add_argument("--models", nargs="*", default=[], metavar="FILTER", help="only these (wildcards on arch or arch.tag)")
     s.add_argument("--exclude", nargs="*", default=[], metavar="FILTER", help="drop these")
     s.add_argument("--pretrain", nargs="*", default=[], help="only these pre-training sets, e.g. in1k in21k")
     s.add_argument("--cost", default="latency", choices=("latency", "train-step", "train-memory", "gmacs", "params"),
                    help="x axis of the Pareto front (default latency)")
+    s.add_argument("--timing", choices=("median", "min"), default="median",
+                   help="which time of the repeated runs to use (min is steadier on a busy machine)")
     s.add_argument("--top", type=int, default=10, help="rank this many models (default 10)")
     s.add_argument("--train", action="store_true", help="measure training even without a training limit")
     s.add_argument("--no-run", action="store_true", help="use cached / given measurements only")
@@ -56,10 +61,10 @@ def run_select(args: argparse.Namespace) -> int:
         max_gmacs=args.max_gmacs, img_size=args.img_size, batch_size=args.batch_size,
         train_batch_size=args.train_batch_size, threads=args.threads, device=args.device, dtype=args.dtype,
         channels_last=args.channels_last, models=args.models, exclude=args.exclude, pretrain=args.pretrain,
-        cost=args.cost, top=args.top, measure_train=True if args.train else None, run=not args.no_run,
+        cost=args.cost, timing=args.timing, top=args.top, measure_train=True if args.train else None, run=not args.no_run,
         max_benchmarks=args.max_benchmarks, measurements=args.measurements, plot=args.plot,
         reference=args.reference,
-        progress=not args.no_progress,
+        warmup=args.warmup, repeats=args.repeats, min_time=args.min_time, progress=not args.no_progress,
     )
     records = sel.records()
     if args.out:

@@ -25,18 +25,18 @@ __all__ = ["act_me_name", "activation_me", "batch_norm_act_me", "SwishMe", "Hard
 _aten = torch.ops.aten
 
 
-def _relu6_bwd(g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    return _aten.hardtanh_backward(g, z, 0.0, 6.0)
-
-
-# name -> (forward applied in place on a scratch tensor, backward from the pre-activation)
+# name -> (forward, applied in place on a scratch tensor; backward(grad, pre_activation), which
+# may overwrite the pre-activation with the result: it is a recomputed scratch tensor, and reusing
+# it saves an activation-sized allocation)
 ME_ACTS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
-    "silu": (lambda z: F.silu(z, inplace=True), _aten.silu_backward),
-    "hard_swish": (lambda z: F.hardswish(z, inplace=True), _aten.hardswish_backward),
-    "hard_sigmoid": (lambda z: F.hardsigmoid(z, inplace=True), _aten.hardsigmoid_backward),
-    "relu": (lambda z: z.relu_(), lambda g, z: _aten.threshold_backward(g, z, 0.0)),
-    "relu6": (lambda z: z.clamp_(0.0, 6.0), _relu6_bwd),
-    "gelu": (F.gelu, lambda g, z: _aten.gelu_backward(g, z)),
+    "silu": (lambda z: F.silu(z, inplace=True), lambda g, z: _aten.silu_backward.grad_input(g, z, grad_input=z)),
+    "hard_swish": (lambda z: F.hardswish(z, inplace=True), lambda g, z: _aten.hardswish_backward.out(g, z, out=z)),
+    "hard_sigmoid": (lambda z: F.hardsigmoid(z, inplace=True),
+                     lambda g, z: _aten.hardsigmoid_backward.grad_input(g, z, grad_input=z)),
+    "relu": (lambda z: z.relu_(), lambda g, z: _aten.threshold_backward.grad_input(g, z, 0.0, grad_input=z)),
+    "relu6": (lambda z: z.clamp_(0.0, 6.0),
+              lambda g, z: _aten.hardtanh_backward.grad_input(g, z, 0.0, 6.0, grad_input=z)),
+    "gelu": (F.gelu, lambda g, z: _aten.gelu_backward.grad_input(g, z, grad_input=z)),
     "mish": (F.mish, _aten.mish_backward),
     "identity": (lambda z: z, lambda g, z: g),
 }
@@ -71,7 +71,7 @@ class _ActMe(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return ME_ACTS[ctx.name][1](grad, x), None
+        return ME_ACTS[ctx.name][1](grad, x.clone()), None
 
 
 def activation_me(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -86,38 +86,52 @@ class _BatchNormActMe(torch.autograd.Function):
     """Training-mode batch norm + activation that saves only the norm's input and statistics."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, name):  # type: ignore[override]
-        y, mean, invstd = _aten.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, name, stats):  # type: ignore[override]
+        if stats is None:
+            y, mean, invstd = _aten.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
+        else:
+            # statistics known (a recompute): normalise with them in one pass, no reductions. The
+            # same aten op as above, which selective checkpointing requires of a recompute.
+            mean, invstd, var = stats
+            y = _aten.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps, ctx.name = eps, name
-        return ME_ACTS[name][0](y)
+        ctx.mark_non_differentiable(mean, invstd)
+        return ME_ACTS[name][0](y), mean, invstd
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad, _gm, _gi):  # type: ignore[override]
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        shape = (1, -1) + (1,) * (x.dim() - 2)
         # recompute the pre-activation, then chain activation and batch-norm backward
-        scale = invstd if weight is None else invstd * weight
-        shift = -mean * scale if bias is None else bias - mean * scale
-        z = torch.addcmul(shift.view(shape), x, scale.view(shape))
-        gz = ME_ACTS[ctx.name][1](grad, z)
-        del z
+        gz = ME_ACTS[ctx.name][1](grad, _affine(x, weight, bias, mean, invstd))
         gx, gw, gb = _aten.native_batch_norm_backward(
             gz, x, weight, None, None, mean, invstd, True, ctx.eps,
             [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1],
              bias is not None and ctx.needs_input_grad[2]])
-        return gx, gw, gb, None, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None, None
+
+
+def _affine(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, mean: torch.Tensor,
+            invstd: torch.Tensor) -> torch.Tensor:
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    scale = invstd if weight is None else invstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
+    return torch.addcmul(shift.view(shape), x, scale.view(shape))
 
 
 def batch_norm_act_me(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                       running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-                      momentum: float, eps: float, act: str) -> torch.Tensor:
+                      momentum: float, eps: float, act: str,
+                      stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``act(batch_norm(x))`` in training mode, storing only ``x`` (+ per-channel stats) for backward.
 
-    Running statistics are updated in place with ``momentum`` exactly like ``F.batch_norm``.
+    Returns ``(output, batch_mean, batch_invstd)``. Running statistics are updated in place with
+    ``momentum`` like ``F.batch_norm``. Passing ``stats = (mean, invstd, var)`` of an earlier
+    identical call (a recompute) skips the reductions and leaves the running statistics alone.
     """
     return _BatchNormActMe.apply(x, weight, bias, running_mean, running_var, momentum, eps,
-                                 _ALIASES.get(act, act))
+                                 _ALIASES.get(act, act), stats)
 
 
 class _ActMeModule(nn.Module):

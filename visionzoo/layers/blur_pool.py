@@ -55,7 +55,8 @@ class BlurPool2d(nn.Module):
 
 
 def create_aa(aa_layer: str | type | None, channels: int | None = None, stride: int = 2) -> nn.Module | None:
-    """Anti-aliased downsampling by name: ``'avg'`` (2x2 average pool) or ``'blur'`` (BlurPool2d)."""
+    """Anti-aliased downsampling by name: ``'avg'`` (2x2 average pool), ``'blur'`` (BlurPool2d,
+    reflect padded) or ``'blurpc'`` (BlurPool2d, zero padded)."""
     if not aa_layer:
         return None
     if isinstance(aa_layer, str):
@@ -64,7 +65,9 @@ def create_aa(aa_layer: str | type | None, channels: int | None = None, stride: 
             return nn.AvgPool2d(kernel_size=stride, stride=stride)
         if key in ("blur", "blurpool"):
             return BlurPool2d(channels, stride=stride)
-        raise ValueError(f"unknown anti-aliasing layer {aa_layer!r}; use 'avg' or 'blur'")
+        if key == "blurpc":  # zero ("constant") padded blur
+            return BlurPool2d(channels, stride=stride, pad_mode="constant")
+        raise ValueError(f"unknown anti-aliasing layer {aa_layer!r}; use 'avg', 'blur' or 'blurpc'")
     if isinstance(aa_layer, type) and issubclass(aa_layer, nn.AvgPool2d):
         return aa_layer(kernel_size=stride, stride=stride)
     return aa_layer(channels=channels, stride=stride)

@@ -16,7 +16,7 @@ https://arxiv.org/abs/2102.05610).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Sequence
 
@@ -24,13 +24,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers.activations import LayerType, create_act_layer, get_act_layer
-from ..layers.blur_pool import BlurPool2d
+from ..layers.activations import LayerType, create_act_layer
+from ..layers.blur_pool import create_aa as _create_aa
 from ..layers.cond_conv import CondConv2d
 from ..layers.config import use_fused_attn
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.drop import DropPath
-from ..layers.helpers import make_divisible
 from ..layers.layer_scale import LayerScale2d
 from ..layers.mixed_conv import MixedConv2d
 from ..layers.padding import create_conv2d_pad
@@ -75,15 +74,10 @@ def _groups(channels: int, group_size: int | None) -> int:
 
 
 def create_aa(aa_layer: str | None, channels: int, stride: int) -> nn.Module:
-    """Anti-aliased downsampling after a stride-1 conv: 2x2 average pool or a binomial blur."""
+    """Anti-aliased downsampling after a stride-1 conv ('avg', 'blur', 'blurpc'); Identity if none."""
     if not aa_layer or stride == 1:
         return nn.Identity()
-    key = aa_layer.lower()
-    if key == "avg":
-        return nn.AvgPool2d(kernel_size=stride, stride=stride)
-    if key in ("blur", "blurpc"):
-        return BlurPool2d(channels, stride=stride, pad_mode="constant" if key == "blurpc" else "reflect")
-    raise ValueError(f"unknown aa_layer {aa_layer!r}; use 'avg', 'blur' or 'blurpc'")
+    return _create_aa(aa_layer, channels=channels, stride=stride)
 
 
 class LayerNormAct2d(nn.LayerNorm):
@@ -174,7 +168,6 @@ class BlockEnv:
     pad_type: str = ""
     aa_layer: str | None = None
     layer_scale_init: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _attn(env: BlockEnv, chs: int, in_chs: int, se_ratio: float, act_layer: Callable[..., nn.Module]) -> nn.Module:
@@ -464,7 +457,7 @@ class MobileAttention(_MobileBlock):
 
     def __init__(self, in_chs: int, out_chs: int, env: BlockEnv, *, num_heads: int = 8, key_dim: int = 64,
                  value_dim: int = 64, kv_stride: int = 1, dw_kernel_size: int = 3, stride: int = 1,
-                 skip: bool = True, drop_path: float = 0.0, **_: Any) -> None:
+                 skip: bool = True, drop_path: float = 0.0) -> None:
         super().__init__()
         if stride != 1:
             raise ValueError("MobileAttention supports stride 1 only")

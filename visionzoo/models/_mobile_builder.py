@@ -163,8 +163,8 @@ def make_norm_act(kind: str = "batchnorm", eps: float = 1e-5, group_size: int | 
         if kind == "batchnorm":
             return MobileBatchNormAct2d(chs, eps=eps, act_layer=act_layer, apply_act=apply_act)
         if kind == "groupnorm":
-            return GroupNormAct(chs, num_groups=chs // (group_size or chs // 32), eps=eps, act_layer=act_layer,
-                                apply_act=apply_act)
+            return GroupNormAct(chs, num_groups=chs // group_size if group_size else 32, eps=eps,
+                                act_layer=act_layer, apply_act=apply_act)
         if kind == "layernorm":
             return LayerNormAct2d(chs, eps=eps, act_layer=act_layer, apply_act=apply_act)
         if kind == "evonorms0":
@@ -250,6 +250,8 @@ class MobileArch:
 
     @property
     def head_chs(self) -> int:
+        if self.head_rule not in ("scale", "fixed", "max"):
+            raise ValueError(f"head_rule must be 'scale', 'fixed' or 'max', got {self.head_rule!r}")
         if self.head_size <= 0 or self.head_rule == "fixed":
             return self.head_size
         scaled = self.round_chs(self.head_size)

@@ -11,15 +11,20 @@ the compute sits almost entirely in the convolutions. The remedies, from cheapes
     batch norm + activation run as one autograd function that keeps only the norm's input; the
     normalised value and the activation (swish, hard-swish, ReLU, GELU...) are recomputed in
     backward (:func:`visionzoo.layers.activations_me.batch_norm_act_me`).
-``memory_efficient="block"`` or ``True`` (includes "inplace")
-    each block keeps only its convolution outputs; norms, activations and SE gating are
-    recomputed from them in backward (selective activation checkpointing).
+``memory_efficient="block"`` or ``True`` (includes "act")
+    each block (and the stem) keeps only its convolution outputs; norms, activations and SE
+    gating are recomputed from them in backward (selective activation checkpointing). The
+    recompute re-normalises with the batch statistics recorded by the first run, so it costs one
+    pass per norm instead of two reductions and a pass.
 ``set_grad_checkpointing()``
     each stage keeps only its input and is recomputed in full in backward.
 
-Recomputation must not update batch-norm running statistics a second time: regions run through
-:func:`checkpoint_region` flag their re-run (:func:`is_recomputing`) and the family's batch norms
-then use momentum 0 and leave ``num_batches_tracked`` alone.
+Batch norm is fused with its activation for the BN variants only; group/layer/EvoNorm variants
+keep their own modules (and are simply recomputed in "block" mode). Recomputation never updates
+batch-norm running statistics a second time: regions run through :func:`checkpoint_region` flag
+their re-run (:func:`is_recomputing`), and the family's batch norms then use momentum 0 and leave
+``num_batches_tracked`` alone. Outputs are identical to the plain model and gradients agree to
+float32 rounding (``tests/test_efficientnet.py``).
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ __all__ = ["is_recomputing", "checkpoint_region", "MobileBatchNormAct2d", "Batch
 
 MEMORY_LEVELS = ("inplace", "act", "block")
 _RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("mobile_recomputing", default=False)
+# per checkpointed call: batch statistics recorded by the first run, replayed (in order) by the re-run
+_STATS: contextvars.ContextVar[list | None] = contextvars.ContextVar("mobile_bn_stats", default=None)
 _aten = torch.ops.aten
 # compute-heavy ops whose outputs are kept by the "block" policy; everything else is recomputed
 _SAVE_OPS = {
@@ -53,11 +60,7 @@ def is_recomputing() -> bool:
     return _RECOMPUTING.get()
 
 
-import os as _os
-_DW = _os.environ.get("VZ_DW_RECOMPUTE") == "1"
 def _keep_conv_outputs(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
-    if _DW and op is _aten.convolution.default and args[8] > 1:
-        return CheckpointPolicy.PREFER_RECOMPUTE
     return CheckpointPolicy.MUST_SAVE if op in _SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
@@ -68,16 +71,18 @@ def checkpoint_region(fn: Callable[..., torch.Tensor], *args: torch.Tensor, sele
     element-wise work; otherwise everything inside ``fn`` is recomputed.
     """
     calls = [0]
+    stats: list = []
 
     def run(*a: torch.Tensor) -> torch.Tensor:
         calls[0] += 1
-        if calls[0] == 1 or _RECOMPUTING.get():
-            return fn(*a)
-        token = _RECOMPUTING.set(True)
+        first = calls[0] == 1
+        tokens = (_RECOMPUTING.set(_RECOMPUTING.get() or not first),
+                  _STATS.set(stats if first else iter(list(stats))))
         try:
             return fn(*a)
         finally:
-            _RECOMPUTING.reset(token)
+            _STATS.reset(tokens[1])
+            _RECOMPUTING.reset(tokens[0])
 
     if selective:
         return checkpoint(run, *args, use_reentrant=False,
@@ -96,20 +101,33 @@ class MobileBatchNormAct2d(BatchNormAct2d):
 
 
 class BatchNormActMe2d(MobileBatchNormAct2d):
-    """Batch norm + activation that keeps only its input for backward (same state dict)."""
+    """Batch norm + activation that keeps only its input for backward (same state dict).
+
+    Inside a checkpointed region the first run records its batch statistics and the re-run in
+    backward replays them, so the recompute is a single multiply-add + activation.
+    """
 
     me_act: str = "identity"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled() and self.track_running_stats):
             return super().forward(x)
-        if _RECOMPUTING.get():
-            momentum = 0.0
+        record = _STATS.get()
+        replay = record is not None and not isinstance(record, list)
+        if replay:
+            stats, momentum = next(record), 0.0
         else:
-            self.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        return batch_norm_act_me(x, self.weight, self.bias, self.running_mean, self.running_var, momentum,
-                                 self.eps, self.me_act)
+            stats = None
+            if _RECOMPUTING.get():
+                momentum = 0.0
+            else:
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        y, mean, invstd = batch_norm_act_me(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                            momentum, self.eps, self.me_act, stats)
+        if isinstance(record, list):
+            record.append((mean, invstd, invstd.pow(-2) - self.eps))
+        return y
 
 
 def _set_inplace(act: nn.Module) -> None:
@@ -133,7 +151,7 @@ def apply_memory_efficient(model: nn.Module, level: bool | str = True) -> nn.Mod
             m.inplace_add = True
         if isinstance(m, BatchNormAct2d):
             _set_inplace(m.act)
-            if level == "act" and type(m) is MobileBatchNormAct2d:
+            if level in ("act", "block") and type(m) is MobileBatchNormAct2d:
                 name = act_me_name(m.act)
                 if name is not None:
                     m.__class__ = BatchNormActMe2d

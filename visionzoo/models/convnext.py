@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..builder import build_model
-from ..features import feature_take_indices
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
@@ -31,8 +30,7 @@ from ..layers.norm import LayerNorm, LayerNorm2d, RmsNorm, RmsNorm2d, SimpleNorm
 from ..layers.pool import ClassifierHead, NormMlpClassifierHead
 from ..layers.weight_init import trunc_normal_
 from ..registry import register_variants
-
-_Intermediates = Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
+from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
 
 __all__ = ["ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage", "ConvNeXtCfg", "CONVNEXT_CFGS"]
 
@@ -137,7 +135,7 @@ def _make_stem(stem_type: str, in_chans: int, out_chs: int, patch_size: int, con
     return nn.Sequential(*layers)
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
     """ConvNeXt / ConvNeXt-V2 backbone with a pooled classifier head."""
 
     def __init__(
@@ -226,61 +224,31 @@ class ConvNeXt(nn.Module):
                 fc.weight.mul_(head_init_scale)
                 fc.bias.mul_(head_init_scale)
 
-    # --- interface -------------------------------------------------------------------------
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         x = self.stages(x)
         return self.norm_pre(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
+    # --- StagedFeaturesMixin hooks: levels = stage outputs (NCHW, or NHWC on request) -----------
+    # ``norm_pre`` (the ``head_norm_first`` norm, else identity) is the final op; ``norm=True``
+    # applies it to the last stage's map.
+    _stem_level = False
+    _output_fmts = ("NCHW", "NHWC")
+    _norm_is_final = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.stem(x), None
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False) -> _Intermediates:
-        """Stage outputs at ``indices`` (NCHW); ``norm`` applies ``norm_pre`` to the last stage."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError("output_fmt must be 'NCHW' or 'NHWC'")
-        take, max_index = feature_take_indices(len(self.stages), indices)
-        last = len(self.stages) - 1
-        intermediates: list[torch.Tensor] = []
-        x = self.stem(x)
-        stages = self.stages if not stop_early else self.stages[:max_index + 1]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take:
-                y = self.norm_pre(x) if norm and i == last else x
-                intermediates.append(y.permute(0, 2, 3, 1) if output_fmt == "NHWC" else y)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
-            x = self.norm_pre(x)
-        return x, intermediates
+    def _feature_stages(self) -> list[nn.Module]:
+        return list(self.stages)
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        take, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm_pre(x)
+
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.stages = self.stages[:num_stages]
         if prune_norm:
             self.norm_pre = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
 
     @staticmethod
     def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ import torch.nn as nn
 from ..builder import build_model
 from ..layers.weight_init import trunc_normal_
 from ..registry import register_variants
-from .vision_transformer import BASE, LARGE, HUGE, MEDIUM, SMALL, TINY, VisionTransformer, _v
+from .vision_transformer import BASE, HUGE, LARGE, MEDIUM, SMALL, TINY, VisionTransformer, _v
 
 __all__ = ["VisionTransformerDistilled", "VARIANTS"]
 
@@ -79,7 +79,8 @@ class VisionTransformerDistilled(VisionTransformer):
             toks.append(self.reg_token.expand(b, -1, -1))
         return toks
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward_head(self, x: torch.Tensor,
+                     pre_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x, x_dist = x[:, 0], x[:, 1]
         if pre_logits:
             return (x + x_dist) / 2

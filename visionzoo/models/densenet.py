@@ -19,13 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..builder import build_model
-from ..features import feature_take_indices
 from ..layers.activations import LayerType
 from ..layers.blur_pool import BlurPool2d
 from ..layers.grad_checkpoint import checkpoint_module
 from ..layers.norm_act import BatchNormAct2d
 from ..layers.pool import create_classifier
 from ..registry import register_variants
+from ._staged import FlatFeaturesMixin, ModelForwardMixin
 
 __all__ = ["DenseNet", "DENSENET_CFGS"]
 
@@ -89,7 +89,7 @@ class DenseTransition(nn.Sequential):
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
 
 
-class DenseNet(nn.Module):
+class DenseNet(FlatFeaturesMixin, ModelForwardMixin, nn.Module):
     """DenseNet-BC; every layer lives in ``features`` (an ``nn.Sequential``), as in published weights."""
 
     def __init__(
@@ -175,9 +175,6 @@ class DenseNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
@@ -187,67 +184,9 @@ class DenseNet(nn.Module):
             global_pool = self.global_pool.pool_type
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, global_pool)
 
-    def _run(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
-            return checkpoint_module(m, x)
-        return m(x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for m in self.features:
-            x = self._run(m, x)
-        return x
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def _feature_names(self) -> list[str]:
-        return [f["module"].split(".", 1)[1] for f in self.feature_info]
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Feature maps at ``indices`` of ``feature_info`` (and the final features)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        names = self._feature_names()
-        wanted = {names[i] for i in take}
-        last = names[max_index] if (stop_early or intermediates_only) else None
-        intermediates = []
-        for name, m in self.features.named_children():
-            x = self._run(m, x)
-            if name in wanted:
-                intermediates.append(x)
-            if name == last:
-                break
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop ``features`` modules after the deepest index and, with ``prune_head``, the classifier."""
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        last = self._feature_names()[max_index]
-        kept = OrderedDict()
-        for name, m in self.features.named_children():
-            kept[name] = m
-            if name == last:
-                break
-        self.features = nn.Sequential(kept)
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
 
 
 # architecture name -> constructor arguments

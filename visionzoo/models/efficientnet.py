@@ -13,7 +13,9 @@ Layout: ``conv_stem -> bn1 -> blocks (stages) -> conv_head -> bn2 -> pool -> cla
 
 Training memory: ``set_grad_checkpointing()`` recomputes each stage in backward;
 ``memory_efficient=True`` keeps only conv outputs inside each block and recomputes the
-norm / activation / SE element-wise work in backward (see :mod:`._mobile_memory`).
+norm / activation / SE element-wise work in backward; ``memory_efficient="act"`` only fuses batch
+norm with a memory-efficient activation (see ``_mobile_memory``; measured in
+``benchmarks/results/memory_efficientnet.md``).
 """
 from __future__ import annotations
 
@@ -55,8 +57,9 @@ class EfficientNet(MobileNetBase):
         arch: the architecture (block definitions, multipliers, layer choices).
         act_layer, norm_layer, pad_type, aa_layer: override the architecture's choices.
         memory_efficient: training-memory mode: ``True``/``"block"`` keeps only conv outputs inside
-            blocks and recomputes norms/activations/SE in backward; ``"act"`` fuses each batch norm
-            with its activation and recomputes both; ``"inplace"`` only does safe in-place ops.
+            blocks and recomputes norms/activations/SE in backward (~0.4x peak, ~1.1x step on
+            EfficientNet-B0); ``"act"`` fuses each batch norm with a memory-efficient activation
+            (~0.7x, ~1.0x); ``"inplace"`` only does safe in-place ops.
     """
 
     def __init__(self, *, arch: MobileArch, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg",

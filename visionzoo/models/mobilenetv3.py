@@ -35,8 +35,9 @@ class MobileNetV3(MobileNetBase):
         arch: the architecture (block definitions, multipliers, layer choices).
         act_layer, norm_layer, pad_type, aa_layer: override the architecture's choices.
         memory_efficient: training-memory mode: ``True``/``"block"`` keeps only conv outputs inside
-            blocks and recomputes norms/activations/SE in backward; ``"act"`` fuses each batch norm
-            with its activation and recomputes both; ``"inplace"`` only does safe in-place ops.
+            blocks and recomputes norms/activations/SE in backward (~0.4x peak, ~1.1x step on
+            EfficientNet-B0); ``"act"`` fuses each batch norm with a memory-efficient activation
+            (~0.7x, ~1.0x); ``"inplace"`` only does safe in-place ops.
     """
 
     def __init__(self, *, arch: MobileArch, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg",

@@ -24,7 +24,6 @@ import torch
 import torch.nn as nn
 
 from ..builder import build_model
-from ..features import feature_take_indices
 from ..layers.activations import get_act_layer
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.drop import DropPath, drop_path_rates
@@ -35,6 +34,7 @@ from ..layers.norm_act import BatchNormAct2d
 from ..layers.pool import ClassifierHead
 from ..layers.squeeze_excite import SEModule
 from ..registry import register_variants
+from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
 
 __all__ = ["RegNet", "RegNetCfg", "REGNET_CFGS", "generate_regnet", "regnet_stage_params"]
 
@@ -231,7 +231,7 @@ class RegStage(nn.Module):
         return x
 
 
-class RegNet(nn.Module):
+class RegNet(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
     """RegNet: 3x3/2 stem, four stages ``s1..s4`` (reductions 4..32), optional ``final_conv``, head."""
 
     def __init__(
@@ -310,73 +310,29 @@ class RegNet(nn.Module):
                 if isinstance(m, (Bottleneck, PreBottleneck)):
                     m.zero_init_last()
 
-    def _stages(self) -> list[RegStage]:
-        return [getattr(self, n) for n in self.stage_names]
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for s in self._stages():
-            s.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        for s in self._stages():
+        for s in self._feature_stages():
             x = s(x)
         return self.final_conv(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Feature maps at ``indices`` of ``feature_info`` (stem, then each stage)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        intermediates = []
+    # --- StagedFeaturesMixin hooks: level 0 = stem, 1..4 = s1..s4 ------------------------------
+    # ``final_conv`` (1x1 conv or activation) is not a norm: ``norm=True`` leaves the maps as they are.
+    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(x)
-        if 0 in take:
-            intermediates.append(x)
-        stages = self._stages()
-        if stop_early or intermediates_only:
-            stages = stages[:max_index]
-        for i, s in enumerate(stages):
-            x = s(x)
-            if i + 1 in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stage_names):
-            x = self.final_conv(x)
-        return x, intermediates
+        return x, x
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop stages after the deepest index, ``final_conv`` and (with ``prune_head``) the head."""
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        for name in self.stage_names[max_index:]:
+    def _feature_stages(self) -> list[nn.Module]:
+        return [getattr(self, n) for n in self.stage_names]
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_conv(x)
+
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        for name in self.stage_names[num_stages:]:
             delattr(self, name)
-        self.stage_names = self.stage_names[:max_index]
-        self.final_conv = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
+        self.stage_names = self.stage_names[:num_stages]
+        self.final_conv = nn.Identity()  # it only feeds the head
 
 
 def _x(w0: int, wa: float, wm: float, depth: int, group_size: int, **kw: Any) -> RegNetCfg:

@@ -18,7 +18,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..builder import build_model
-from ..features import feature_take_indices
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.blur_pool import create_aa
 from ..layers.drop import DropBlock2d, DropPath
@@ -28,6 +27,7 @@ from ..layers.padding import get_padding
 from ..layers.pool import create_classifier
 from ..layers.squeeze_excite import get_attn
 from ..registry import register_variants
+from ._staged import ModelForwardMixin, StagedFeaturesMixin
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "ResNetCfg"]
 
@@ -200,7 +200,7 @@ def _drop_blocks(drop_block_rate: float) -> list[nn.Module | None]:
     return [None, None, DropBlock2d(drop_block_rate, 5, 0.25), DropBlock2d(drop_block_rate, 3, 1.0)]
 
 
-class ResNet(nn.Module):
+class ResNet(StagedFeaturesMixin, ModelForwardMixin, nn.Module):
     """ResNet/ResNeXt/SE-ResNet/ECA-ResNet/ResNet-RS backbone + global pool + linear classifier.
 
     ``stem_type``: ``''`` (7x7 conv), ``'deep'`` (three 3x3 convs) or ``'deep_tiered'``
@@ -331,9 +331,6 @@ class ResNet(nn.Module):
                 if hasattr(m, "zero_init_last"):
                     m.zero_init_last()
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
     def get_classifier(self) -> nn.Module:
         return self.fc
 
@@ -355,8 +352,8 @@ class ResNet(nn.Module):
         return self.layer4(x)
 
     def _blocks(self) -> list[nn.Module]:
-        """Residual blocks in order (pruned stages are identities and contribute none)."""
-        return [b for name in self.stage_names for b in getattr(self, name).children()]
+        """Residual blocks in order."""
+        return [b for stage in self._feature_stages() for b in stage.children()]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
@@ -364,51 +361,28 @@ class ResNet(nn.Module):
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    # --- StagedFeaturesMixin hooks: level 0 = stem activation, 1..4 = layer1..layer4 --------------
+    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat = self.forward_stem(x)
+        return self.maxpool(feat), feat
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Feature maps at ``indices`` of ``feature_info`` (0 = stem, 1..4 = stages)."""
-        if output_fmt != "NCHW":
-            raise ValueError("ResNet supports only output_fmt='NCHW'")
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        intermediates = []
-        x = self.forward_stem(x)
-        if 0 in take:
-            intermediates.append(x)
-        x = self.maxpool(x)
-        names = self.stage_names[:max_index] if stop_early or intermediates_only else self.stage_names
-        for i, name in enumerate(names, start=1):
-            stage = getattr(self, name)
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint_seq(list(stage.children()), x)
-            else:
-                x = stage(x)
-            if i in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
+    def _feature_stages(self) -> list[nn.Module]:
+        stages = [getattr(self, name) for name in self.stage_names]
+        return [s for s in stages if not isinstance(s, nn.Identity)]  # pruned stages are identities
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the stages after the deepest index (and the classifier) for feature extraction."""
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        for name in self.stage_names[max_index:]:
+    def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        # stages are plain Sequentials of blocks, so checkpointing is done here, block by block
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint_seq(list(stage.children()), x)
+        return stage(x)
+
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        # pruned stages become identities rather than being deleted: forward_features names
+        # layer1..layer4 (TorchScript needs them); the stem max-pool goes when no stage is left
+        for name in self.stage_names[num_stages:]:
             setattr(self, name, nn.Identity())
-        if max_index == 0:
+        if num_stages == 0:
             self.maxpool = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import torch
 import torch.nn as nn
 
 from ..builder import build_model
-from ..features import feature_take_indices
 from ..layers.activations import LayerType
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
@@ -29,6 +28,7 @@ from ..layers.norm_act import get_norm_act_layer
 from ..layers.pool import ClassifierHead
 from ..layers.std_conv import StdConv2d
 from ..registry import register_variants
+from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
 
 __all__ = ["ResNetV2", "PreActBasic", "PreActBottleneck", "ResNetV2Cfg"]
 
@@ -164,7 +164,7 @@ def _make_stem(in_chs: int, out_chs: int, stem_type: str, conv_layer: ConvFn,
     return nn.Sequential(layers), feat
 
 
-class ResNetV2(nn.Module):
+class ResNetV2(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
     """Pre-activation ResNet / BiT backbone, final norm-act and a 1x1-conv classifier head.
 
     ``width_factor`` scales every width (BiT ``xN``); ``stem_type``: ``''`` (7x7), ``'fixed'``
@@ -260,18 +260,6 @@ class ResNetV2(nn.Module):
                 if isinstance(m, (PreActBasic, PreActBottleneck)):
                     m.zero_init_last()
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for s in self.stages:
-            if isinstance(s, ResNetStage):
-                s.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled stem output, stride-2 feature map)."""
         feat = x
@@ -286,55 +274,21 @@ class ResNetV2(nn.Module):
         x = self.stages(x)
         return self.norm(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
+    # --- StagedFeaturesMixin hooks: level 0 = last stem conv (stride 2), 1..4 = stage outputs ----
+    # Stage outputs are pre-activation sums; ``norm=True`` applies the final norm-act to the last.
+    _norm_is_final = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def _feature_stages(self) -> list[nn.Module]:
+        return list(self.stages)
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Maps at ``indices`` of ``feature_info``: 0 = last stem conv (stride 2), 1..4 = stage outputs.
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
 
-        Stage outputs are pre-activation sums; ``norm=True`` applies the final norm-act to the
-        last stage's map.
-        """
-        if output_fmt != "NCHW":
-            raise ValueError("ResNetV2 supports only output_fmt='NCHW'")
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        intermediates = []
-        x, feat = self._forward_stem(x)
-        if 0 in take:
-            intermediates.append(feat)
-        last = len(self.stages)
-        stages = self.stages[:max_index] if stop_early or intermediates_only else self.stages
-        for i, stage in enumerate(stages, start=1):
-            x = stage(x)
-            if i in take:
-                intermediates.append(self.norm(x) if norm and i == last else x)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == last:
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop stages after the deepest index (and the final norm / head) for feature extraction."""
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        self.stages = self.stages[:max_index]
-        if prune_norm or max_index < len(self.feature_info) - 1:
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        # the final norm-act belongs to the last stage: it goes with it
+        if prune_norm or num_stages < len(self.stages):
             self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
+        self.stages = self.stages[:num_stages]
 
 
 def _std_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, dilation: int = 1, groups: int = 1,

@@ -12,14 +12,13 @@ relative-position bias tables are resampled on load (:meth:`SwinTransformer.chec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..builder import build_model
-from ..features import feature_take_indices
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
@@ -31,8 +30,7 @@ from ..layers.weight_init import init_weights_vit_style
 from ..layers.window_attention import (WindowAttention, resize_rel_pos_bias_table, shifted_window_mask,
                                        window_partition, window_reverse)
 from ..registry import register_variants
-
-_Intermediates = Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
+from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "SwinTransformerStage", "PatchMerging", "SwinCfg",
            "SWIN_CFGS"]
@@ -214,7 +212,7 @@ def _per_stage_windows(window_size: int | Sequence[Any], num_stages: int) -> lis
     raise ValueError(f"window_size {window_size!r} must be an int, (h, w) or one entry per stage")
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
     """Swin Transformer backbone; ``forward_features`` returns an NHWC map."""
 
     def __init__(
@@ -289,60 +287,31 @@ class SwinTransformer(nn.Module):
             stage.set_input_size(res, self.window_size[i])
             res = stage.output_resolution
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for s in self.layers:
-            s.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
         x = self.layers(x)
         return self.norm(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
+    # --- StagedFeaturesMixin hooks: levels = stage outputs, computed NHWC, returned NCHW by default
+    # ``norm=True`` applies the final norm to the last stage's map.
+    _stem_level = False
+    _native_fmt = "NHWC"
+    _output_fmts = ("NCHW", "NHWC")
+    _norm_is_final = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.patch_embed(x), None
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False) -> _Intermediates:
-        """Stage outputs at ``indices`` (NCHW by default); ``norm`` applies the final norm to the last."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError("output_fmt must be 'NCHW' or 'NHWC'")
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        last = len(self.layers) - 1
-        intermediates: list[torch.Tensor] = []
-        x = self.patch_embed(x)
-        stages = self.layers if not stop_early else self.layers[:max_index + 1]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take:
-                y = self.norm(x) if norm and i == last else x
-                intermediates.append(y.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else y)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.layers):
-            x = self.norm(x)
-        return x, intermediates
+    def _feature_stages(self) -> list[nn.Module]:
+        return list(self.layers)
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        take, max_index = feature_take_indices(len(self.layers), indices)
-        self.layers = self.layers[:max_index + 1]
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.layers = self.layers[:num_stages]
         if prune_norm:
             self.norm = nn.Identity()
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
 
     @staticmethod
     def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

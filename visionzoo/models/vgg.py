@@ -16,12 +16,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..builder import build_model
-from ..features import feature_take_indices
 from ..layers.activations import LayerType, get_act_layer
-from ..layers.grad_checkpoint import checkpoint_module
 from ..layers.norm import get_norm_layer
 from ..layers.pool import ClassifierHead
 from ..registry import register_variants
+from ._staged import ClassifierHeadMixin, FlatFeaturesMixin
 
 __all__ = ["VGG", "VGG_CFGS"]
 
@@ -55,7 +54,7 @@ class ConvMlp(nn.Module):
         return self.act2(self.fc2(x))
 
 
-class VGG(nn.Module):
+class VGG(FlatFeaturesMixin, ClassifierHeadMixin, nn.Module):
     """VGG network; ``features`` keeps the flat ``nn.Sequential`` layout of published weights.
 
     Feature levels are the activations just before each max pool (reductions 1..16) and the
@@ -101,8 +100,6 @@ class VGG(nn.Module):
                 chs = int(spec)
         self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"features.{len(mods) - 1}"))
         self.features = nn.Sequential(*mods)
-        # index into ``features`` of the module whose output is each feature level
-        self._feature_idx = [int(f["module"].split(".")[1]) for f in self.feature_info]
 
         self.num_features = chs
         self.head_hidden_size = hidden_size
@@ -123,67 +120,16 @@ class VGG(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def _run(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
-            return checkpoint_module(m, x)
-        return m(x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for m in self.features:
-            x = self._run(m, x)
-        return x
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pre_logits(x)
         return self.head(x, pre_logits=pre_logits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Feature maps at ``indices`` of ``feature_info`` (and the final features)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        wanted = {self._feature_idx[i] for i in take}
-        last = self._feature_idx[max_index] if (stop_early or intermediates_only) else len(self.features) - 1
-        intermediates = []
-        for i, m in enumerate(self.features):
-            if i > last:
-                break
-            x = self._run(m, x)
-            if i in wanted:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
-        """Drop ``features`` layers after the deepest index and, with ``prune_head``, the head."""
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        self.features = self.features[: self._feature_idx[max_index] + 1]
+        """As for any flat ``features`` net; ``prune_head`` also drops the fc6/fc7 ``pre_logits``."""
+        take = super().prune_intermediate_layers(indices, prune_norm, prune_head)
         if prune_head:
             self.pre_logits = nn.Identity()
-            self.reset_classifier(0, "")
         return take
 
 

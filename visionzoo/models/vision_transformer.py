@@ -21,14 +21,12 @@ entry of ``VARIANTS`` (keyword arguments of the constructor), registered in a lo
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..builder import build_model
 from ..features import feature_take_indices
@@ -501,7 +499,8 @@ class VisionTransformer(nn.Module):
             self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, embed_dim),
                                           requires_grad=self.pos_embed_type == "learn")
         self.pos_drop = nn.Dropout(pos_drop_rate)
-        self.patch_drop = PatchDropout(patch_drop_rate, self.num_prefix_tokens) if patch_drop_rate > 0 else nn.Identity()
+        self.patch_drop = (PatchDropout(patch_drop_rate, self.num_prefix_tokens) if patch_drop_rate > 0
+                           else nn.Identity())
         self.norm_pre = norm(embed_dim) if pre_norm else nn.Identity()
 
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]

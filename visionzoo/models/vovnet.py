@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 
 from ..builder import build_model
-from ..features import feature_take_indices
 from ..layers.activations import LayerType
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.drop import DropPath, drop_path_rates
@@ -27,6 +26,7 @@ from ..layers.pool import ClassifierHead
 from ..layers.separable_conv import SeparableConvNormAct
 from ..layers.squeeze_excite import create_attn
 from ..registry import register_variants
+from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
 
 __all__ = ["VovNet", "VovNetCfg", "VOVNET_CFGS"]
 
@@ -120,7 +120,7 @@ _NORM_ACT_LAYERS: dict[str, dict[str, Any]] = {
 }
 
 
-class VovNet(nn.Module):
+class VovNet(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
     """VoVNet(V2): 3-conv stem (reduction 4), then four OSA stages (reductions 4 to 32)."""
 
     def __init__(
@@ -183,64 +183,26 @@ class VovNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Feature maps at ``indices`` of ``feature_info`` (stem, then each stage)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        intermediates = []
+    # --- StagedFeaturesMixin hooks: level 0 = second stem conv (stride 2), 1..4 = stages --------
+    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem[1](self.stem[0](x))
-        if 0 in take:
-            intermediates.append(x)
-        if len(self.stem) > 2 and (max_index > 0 or not (stop_early or intermediates_only)):
-            x = self.stem[2](x)
-        stages = self.stages if not (stop_early or intermediates_only) else self.stages[:max_index]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i + 1 in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
+        return x, x
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop stages after the deepest index (and the last stem conv for index 0) and the head."""
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        self.stages = self.stages[:max_index]
-        if max_index == 0:
+    def _feature_stages(self) -> list[nn.Module]:
+        return list(self.stages)
+
+    def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if index == 0 and len(self.stem) > 2:  # the last (strided) stem conv only feeds the stages
+            x = self.stem[2](x)
+        return stage(x)
+
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.stages = self.stages[:num_stages]
+        if num_stages == 0:
             self.stem = self.stem[:2]
-        if prune_head:
-            self.reset_classifier(0, "")
-        return take
 
 
 _SLIM = dict(stage_conv_chs=(64, 80, 96, 112), stage_out_chs=(112, 256, 384, 512))
