@@ -14,8 +14,6 @@ from visionzoo.layers.activations_me import activation_me, batch_norm_act_me
 from visionzoo.models._mobile_builder import parse_block, round_channels, scale_stage_depth
 from visionzoo.models._mobile_memory import apply_memory_efficient
 
-torch.set_num_threads(1)
-
 
 # ---------------------------------------------------------------- grammar and scaling
 
