@@ -264,3 +264,30 @@ def test_hub_checkpoint_loads_offline_strict(reference, tmp_path, monkeypatch):
     assert m2.pretrained_cfg.crop_pct == 0.95
     with torch.no_grad():
         torch.testing.assert_close(m2(reference["x"]), reference["logits"], rtol=0, atol=0)
+
+
+def test_hub_without_network_fails_once_with_a_hint(tmp_path, monkeypatch):
+    """No connection: the cache is searched for each candidate, the network tried once, not per file."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from visionzoo.pretrained.sources import WeightsNotFoundError, _hub_download
+
+    calls = []
+
+    def fake_download(repo_id, filename, cache_dir=None, local_files_only=False, **kw):
+        calls.append((filename, local_files_only))
+        raise LocalEntryNotFoundError("cannot reach the Hub and the file is not cached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(WeightsNotFoundError, match="no network.*pretrained_cfg_overlay=dict\\(file="):
+        _hub_download("timm/resnet18.a1_in1k", None, tmp_path)
+    assert calls == [("model.safetensors", True), ("pytorch_model.bin", True), ("model.safetensors", False)]
+
+    calls.clear()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsNotFoundError, match="HF_HUB_OFFLINE"):
+        _hub_download("timm/resnet18.a1_in1k", None, tmp_path)
+    assert all(local for _, local in calls)

@@ -131,19 +131,45 @@ def hub_cache_dir(cache_dir: str | os.PathLike | None) -> Path | None:
 
 
 def _hub_download(repo_id: str, filename: str | None, cache_dir: str | os.PathLike | None) -> Path:
-    from huggingface_hub import hf_hub_download
+    """A repo's weights file: ``filename``, else ``model.safetensors`` then ``pytorch_model.bin``.
+
+    The local cache is searched for every candidate first (no network), then the hub; a
+    connection failure ends the search at once instead of retrying it for the next name.
+    """
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     names = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
+    for fname in names:
+        try:
+            return Path(hf_hub_download(repo_id, fname, cache_dir=cache_dir, local_files_only=True))
+        except (LocalEntryNotFoundError, EntryNotFoundError, OSError):
+            pass
+    if constants.HF_HUB_OFFLINE:
+        raise WeightsNotFoundError(f"hub repo {repo_id!r}: none of {names} is in the Hugging Face cache and "
+                                   "HF_HUB_OFFLINE is set")
     errors = []
     for fname in names:
         try:
             return Path(hf_hub_download(repo_id, fname, cache_dir=cache_dir))
-        except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, OSError) as e:
-            errors.append(f"{fname}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        except Exception as e:  # network layer errors differ between huggingface_hub versions
-            errors.append(f"{fname}: {type(e).__name__}: {e}")
+        except LocalEntryNotFoundError as e:  # (an EntryNotFoundError subclass) no connection, not cached
+            errors.append(f"{fname}: {_no_network(e)}")
+            break
+        except EntryNotFoundError as e:  # the repo has no such file: try the next name
+            errors.append(f"{fname}: not in the repo ({type(e).__name__})")
+        except RepositoryNotFoundError as e:
+            errors.append(f"repository not found or private ({type(e).__name__})")
+            break
+        except Exception as e:  # network errors differ between huggingface_hub versions
+            errors.append(f"{fname}: {_no_network(e)}")
+            break
     raise WeightsNotFoundError(f"hub repo {repo_id!r} gave no weights: " + "; ".join(errors))
+
+
+def _no_network(e: Exception) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return (f"{type(e).__name__}: {msg} (no network? pass pretrained_cfg_overlay=dict(file=PATH) "
+            "to load a local copy)")
 
 
 def package_file(package: str, relpath: str, sha256: str | None = None) -> Path:
