@@ -30,6 +30,10 @@ def test_info(capsys):
     assert main(["info", "resnet18", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["params"] == 11689512 and info["feature_info"][-1]["num_chs"] == 512
+    from visionzoo.bench.reference import load_accuracy
+
+    published = [r for r in load_accuracy() if r.model == "resnet18.tv_in1k"]
+    assert published and tuple(info["tags"]["tv_in1k"]["imagenet_top1"]) == (published[0].top1, published[0].img_size)
 
 
 def test_unknown_model_is_a_clean_error(capsys):

@@ -39,6 +39,7 @@ def model_info(name: str) -> dict:
         model = create_model(name)
     cfgs = get_arch_pretrained_cfgs(arch)
     cfg = model.pretrained_cfg
+    top1 = _published_top1(arch)
     return {
         "name": name,
         "family": get_model_module(arch),
@@ -47,9 +48,21 @@ def model_info(name: str) -> dict:
         "num_classes": model.num_classes,
         "feature_info": [dict(f) for f in model.feature_info],
         "pretrained_cfg": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
-        "tags": {t: {"weights": c.hf_hub_id or c.url or c.file, "input_size": c.input_size, "license": c.license}
+        "tags": {t: {"weights": c.hf_hub_id or c.url or c.file, "input_size": c.input_size, "license": c.license,
+                     "imagenet_top1": top1.get(t)}
                  for t, c in cfgs.items()},
     }
+
+
+def _published_top1(arch: str) -> dict[str, tuple[float, int]]:
+    """tag -> (published ImageNet-1k top-1, evaluation size): the best size of each tag."""
+    from ..bench.reference import load_accuracy
+
+    out: dict[str, tuple[float, int]] = {}
+    for row in load_accuracy():  # best first
+        if row.arch == arch and row.tag not in out:
+            out[row.tag] = (row.top1, row.img_size)
+    return out
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -72,9 +85,11 @@ def run_info(args: argparse.Namespace) -> int:
     c = info["pretrained_cfg"]
     print(f"  default cfg   {c.get('tag')}: input {tuple(c.get('input_size', ()))}, crop_pct {c.get('crop_pct')}, "
           f"{c.get('interpolation')}, mean {tuple(c.get('mean', ()))}, std {tuple(c.get('std', ()))}")
-    print(f"  tags ({len(info['tags'])}):")
+    print(f"  tags ({len(info['tags'])}; top-1 = published ImageNet-1k accuracy @ eval size):")
     for t, d in info["tags"].items():
-        print(f"    {t:<34} {str(tuple(d['input_size'] or ())):<16} {d['license'] or '':<14} {d['weights'] or '(no weights)'}")
+        acc = f"{d['imagenet_top1'][0]:.2f}@{d['imagenet_top1'][1]}" if d.get("imagenet_top1") else "-"
+        print(f"    {t:<34} {str(tuple(d['input_size'] or ())):<16} {acc:<11} {d['license'] or '':<14} "
+              f"{d['weights'] or '(no weights)'}")
     if info.get("measured"):
         print("  measured:")
         for k, v in info["measured"].items():
