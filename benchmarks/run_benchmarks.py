@@ -26,10 +26,15 @@ from visionzoo.bench.cache import host_id
 
 # small / medium members of each family (names not registered yet are skipped)
 REPRESENTATIVE = [
-    "resnet18", "resnet50", "resnetv2_50", "efficientnet_b0", "mobilenetv3_large_100", "mobilenetv3_small_100",
-    "mobilenetv2_100", "lcnet_100", "vit_tiny_patch16_224", "vit_small_patch16_224", "deit_small_patch16_224",
-    "convnext_atto", "convnext_tiny", "swin_tiny_patch4_window7_224", "regnetx_016", "regnety_016",
-    "ese_vovnet19b_dw", "densenet121", "vgg11",
+    "resnet18", "resnet34", "resnet50", "resnet50d", "resnetv2_50",
+    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "tf_efficientnet_lite0", "efficientnetv2_rw_t",
+    "mobilenetv2_100", "lcnet_100",
+    "mobilenetv3_large_100", "mobilenetv3_small_100", "mobilenetv4_conv_small", "mobilenetv4_conv_medium",
+    "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "deit_tiny_patch16_224",
+    "deit_small_patch16_224",
+    "convnext_atto", "convnext_pico", "convnext_nano", "convnext_tiny", "swin_tiny_patch4_window7_224",
+    "regnetx_004", "regnetx_016", "regnety_008", "regnety_016",
+    "ese_vovnet19b_dw", "ese_vovnet39b", "densenet121", "densenet169", "vgg11",
 ]
 RESULTS = Path(__file__).parent / "results"
 
