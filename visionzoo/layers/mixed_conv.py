@@ -43,4 +43,7 @@ class MixedConv2d(nn.ModuleDict):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = torch.split(x, self.in_splits, dim=1)
-        return torch.cat([conv(p) for p, conv in zip(parts, self.values())], dim=1)
+        outs: list[torch.Tensor] = []
+        for i, conv in enumerate(self.values()):  # (TorchScript cannot zip a list with modules)
+            outs.append(conv(parts[i]))
+        return torch.cat(outs, dim=1)

@@ -27,7 +27,11 @@ class BatchNormAct2d(nn.BatchNorm2d):
         self.act = create_act_layer(act_layer if apply_act else None, **(act_kwargs or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # nn.BatchNorm2d.forward written out: TorchScript cannot compile ``super().forward()``
+        return self.act(self._batch_norm(x))
+
+    def _batch_norm(self, x: torch.Tensor) -> torch.Tensor:
+        # nn.BatchNorm2d.forward written out: TorchScript cannot compile ``super().forward()``, so
+        # subclasses call this (and ``self.act``) instead
         self._check_input_dim(x)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
@@ -35,9 +39,8 @@ class BatchNormAct2d(nn.BatchNorm2d):
             momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep_stats = not self.training or self.track_running_stats
-        x = F.batch_norm(x, self.running_mean if keep_stats else None, self.running_var if keep_stats else None,
-                         self.weight, self.bias, use_batch_stats, momentum, self.eps)
-        return self.act(x)
+        return F.batch_norm(x, self.running_mean if keep_stats else None, self.running_var if keep_stats else None,
+                            self.weight, self.bias, use_batch_stats, momentum, self.eps)
 
 
 class GroupNormAct(nn.GroupNorm):

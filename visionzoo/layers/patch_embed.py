@@ -69,9 +69,11 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape
-        if self.img_size is not None and self.strict_img_size and (h, w) != self.img_size:
-            raise ValueError(f"input size ({h}, {w}) does not match the model's img_size {self.img_size}; "
-                             f"create the model with img_size=({h}, {w}) or dynamic_img_size=True")
+        img_size = self.img_size  # a local and a nested if: TorchScript refines it (or drops the block if None)
+        if img_size is not None:
+            if self.strict_img_size and (h != img_size[0] or w != img_size[1]):
+                raise ValueError(f"input size ({h}, {w}) does not match the model's img_size {img_size}; "
+                                 f"create the model with img_size=({h}, {w}) or dynamic_img_size=True")
         if self.dynamic_img_pad:
             pad_h = (-h) % self.patch_size[0]
             pad_w = (-w) % self.patch_size[1]

@@ -21,37 +21,39 @@ def _interp_grid(grid: torch.Tensor, new_size: tuple[int, int], interpolation: s
 
 def resample_abs_pos_embed(
     posemb: torch.Tensor,
-    new_size: Sequence[int],
-    old_size: Sequence[int] | None = None,
+    new_size: tuple[int, int],
+    old_size: tuple[int, int] | None = None,
     num_prefix_tokens: int = 1,
     interpolation: str = "bicubic",
     antialias: bool = True,
 ) -> torch.Tensor:
-    """Resize a ``[1, prefix + H*W, C]`` position embedding to the grid ``new_size``.
+    """Resize a ``[1, prefix + H*W, C]`` position embedding to the grid ``new_size`` (``(H, W)``).
 
     The first ``num_prefix_tokens`` rows (class/register tokens that own an embedding) are kept
     as they are; the rest is treated as an ``H x W`` grid (square when ``old_size`` is omitted) and
     resampled, bicubic by default, as done when fine-tuning ViTs at a higher resolution
-    (Dosovitskiy et al., 2021, section 3.2).
+    (Dosovitskiy et al., 2021, section 3.2). Sizes may be any length-2 sequence in eager mode;
+    TorchScript (which calls this from ``dynamic_img_size`` ViTs) passes tuples.
     """
-    new_size = (int(new_size[0]), int(new_size[1]))
+    new_hw = (int(new_size[0]), int(new_size[1]))
     num_pos = posemb.shape[1] - num_prefix_tokens
     if old_size is None:
         side = int(math.sqrt(num_pos))
         if side * side != num_pos:
             raise ValueError(f"position embedding with {num_pos} grid tokens is not square; pass old_size")
-        old_size = (side, side)
-    old_size = (int(old_size[0]), int(old_size[1]))
-    if old_size[0] * old_size[1] != num_pos:
-        raise ValueError(f"old_size {old_size} does not match {num_pos} grid tokens")
-    if new_size == old_size:
+        old_hw = (side, side)
+    else:
+        old_hw = (int(old_size[0]), int(old_size[1]))
+    if old_hw[0] * old_hw[1] != num_pos:
+        raise ValueError(f"old_size {old_hw} does not match {num_pos} grid tokens")
+    if new_hw[0] == old_hw[0] and new_hw[1] == old_hw[1]:
         return posemb
     prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
     dim = posemb.shape[-1]
-    grid = grid.reshape(grid.shape[0], old_size[0], old_size[1], dim).permute(0, 3, 1, 2)
-    grid = _interp_grid(grid, new_size, interpolation, antialias)
-    grid = grid.permute(0, 2, 3, 1).reshape(grid.shape[0], new_size[0] * new_size[1], dim)
-    return torch.cat([prefix, grid], dim=1) if num_prefix_tokens else grid
+    grid = grid.reshape(grid.shape[0], old_hw[0], old_hw[1], dim).permute(0, 3, 1, 2)
+    grid = _interp_grid(grid, new_hw, interpolation, antialias)
+    grid = grid.permute(0, 2, 3, 1).reshape(grid.shape[0], new_hw[0] * new_hw[1], dim)
+    return torch.cat([prefix, grid], dim=1) if num_prefix_tokens > 0 else grid
 
 
 def resample_abs_pos_embed_nhwc(posemb: torch.Tensor, new_size: Sequence[int], interpolation: str = "bicubic",

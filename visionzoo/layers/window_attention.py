@@ -24,7 +24,7 @@ __all__ = ["window_partition", "window_reverse", "relative_position_index", "res
 MASK_VALUE = -100.0  # additive mask between tokens from different image regions (as in the paper's code)
 
 
-def window_partition(x: torch.Tensor, window_size: Sequence[int]) -> torch.Tensor:
+def window_partition(x: torch.Tensor, window_size: tuple[int, int]) -> torch.Tensor:
     """``[B, H, W, C]`` -> ``[B * nW, Wh, Ww, C]`` (H, W multiples of the window)."""
     b, h, w, c = x.shape
     wh, ww = window_size
@@ -32,7 +32,7 @@ def window_partition(x: torch.Tensor, window_size: Sequence[int]) -> torch.Tenso
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh, ww, c)
 
 
-def window_reverse(windows: torch.Tensor, window_size: Sequence[int], h: int, w: int) -> torch.Tensor:
+def window_reverse(windows: torch.Tensor, window_size: tuple[int, int], h: int, w: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: ``[B * nW, Wh, Ww, C]`` -> ``[B, H, W, C]``."""
     wh, ww = window_size
     c = windows.shape[-1]
@@ -71,12 +71,13 @@ def resize_rel_pos_bias_table(table: torch.Tensor, new_window_size: Sequence[int
     return grid.reshape(-1, new_h * new_w).t().contiguous().to(dtype)
 
 
-def shifted_window_mask(h: int, w: int, window_size: Sequence[int], shift_size: Sequence[int],
-                        device: torch.device | str | None = None) -> torch.Tensor:
+def shifted_window_mask(h: int, w: int, window_size: tuple[int, int], shift_size: tuple[int, int],
+                        device: torch.device | None = None, mask_value: float = MASK_VALUE) -> torch.Tensor:
     """``[nW, N, N]`` additive mask for shifted windows over an ``h x w`` (padded) map.
 
     After the cyclic roll the map has up to 3x3 regions of tokens that were contiguous in the
-    image; token pairs from different regions get :data:`MASK_VALUE`.
+    image; token pairs from different regions get ``mask_value`` (:data:`MASK_VALUE`; a parameter
+    because TorchScript cannot read module globals).
     """
     wh, ww = window_size
     sh, sw = shift_size
@@ -88,7 +89,7 @@ def shifted_window_mask(h: int, w: int, window_size: Sequence[int], shift_size: 
             region += 1
     windows = window_partition(label, window_size).reshape(-1, wh * ww)  # [nW, N]
     diff = windows[:, None, :] - windows[:, :, None]
-    return torch.where(diff != 0, torch.full_like(diff, MASK_VALUE), torch.zeros_like(diff))
+    return torch.where(diff != 0, torch.full_like(diff, mask_value), torch.zeros_like(diff))
 
 
 class WindowAttention(nn.Module):
