@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..features import feature_take_indices
-from ..layers.grad_checkpoint import checkpoint_module
+from ..layers.grad_checkpoint import checkpoint_module, checkpoint_seq
 
 __all__ = ["ModelForwardMixin", "ClassifierHeadMixin", "StagedFeaturesMixin", "FlatFeaturesMixin"]
 
@@ -196,9 +196,10 @@ class FlatFeaturesMixin:
         self.grad_checkpointing = enable
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for m in self.features:
-            x = self._run(m, x)
-        return x
+        # written out rather than through ``_run``: TorchScript has no module-typed parameters
+        if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
+            return checkpoint_seq(self.features, x)
+        return self.features(x)
 
     def forward_intermediates(
         self,

@@ -7,7 +7,9 @@ Each dense layer sees the concatenation of all earlier feature maps of its block
 growth_rate``, then 3x3). Transitions halve channels and resolution between blocks. Variants with
 a ``d`` suffix use a three-conv "deep" stem; ``densenetblur`` anti-aliases the stem's downsampling with
 a blur pool (Zhang, 2019). ``memory_efficient=True`` recomputes each layer's concatenation and
-bottleneck in backward instead of storing them (Pleiss et al., 2017).
+bottleneck in backward instead of storing them (Pleiss et al., 2017); that is eager-only, so
+models created with ``scriptable=True`` are built without it (a scripted model computes the same
+values either way).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from ..builder import build_model
 from ..layers.activations import LayerType
 from ..layers.blur_pool import BlurPool2d
+from ..layers.config import is_scriptable
 from ..layers.grad_checkpoint import checkpoint_module
 from ..layers.norm_act import BatchNormAct2d
 from ..layers.pool import create_classifier
@@ -48,14 +51,22 @@ class DenseLayer(nn.Module):
         self.drop_rate = float(drop_rate)
         self.memory_efficient = memory_efficient
 
-    def bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
+    def bottleneck(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.conv1(self.norm1(torch.cat(features, 1)))
 
+    @torch.jit.unused
+    def _recompute_bottleneck(self, features: list[torch.Tensor]) -> torch.Tensor:
+        # the concatenation and bottleneck are recomputed in backward instead of being stored
+        return checkpoint_module(lambda *fs: self.bottleneck(list(fs)), *features)
+
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        if self.memory_efficient and torch.is_grad_enabled() and any(f.requires_grad for f in features):
-            x = checkpoint_module(self.bottleneck, *features)
+        # memory-efficient mode is eager-only (TorchScript cannot checkpoint); a scripted model
+        # computes the same values, storing the bottleneck activations
+        if (self.memory_efficient and not torch.jit.is_scripting() and torch.is_grad_enabled()
+                and any(f.requires_grad for f in features)):
+            x = self._recompute_bottleneck(features)
         else:
-            x = self.bottleneck(*features)
+            x = self.bottleneck(features)
         x = self.conv2(self.norm2(x))
         if self.drop_rate > 0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
@@ -119,6 +130,7 @@ class DenseNet(FlatFeaturesMixin, ModelForwardMixin, nn.Module):
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
+        memory_efficient = memory_efficient and not is_scriptable()  # checkpointing is eager-only
 
         stem: list[tuple[str, nn.Module]] = []
         if stem_type == "deep":

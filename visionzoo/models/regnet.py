@@ -223,10 +223,9 @@ class RegStage(nn.Module):
                 drop_path=drop_path_rates[i]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blocks = list(self.children())
         if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
-            return checkpoint_seq(blocks, x)
-        for b in blocks:
+            return checkpoint_seq(self.children(), x)
+        for b in self.children():  # TorchScript unrolls this loop (a list of the children it cannot type)
             x = b(x)
         return x
 
@@ -312,8 +311,15 @@ class RegNet(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        for s in self._feature_stages():
-            x = s(x)
+        if torch.jit.is_scripting():
+            # no getattr by a runtime name in TorchScript: the loop over the children is unrolled and
+            # the stages (registered in order, pruned ones deleted) are picked by name
+            for name, m in self.named_children():
+                if name in self.stage_names:
+                    x = m(x)
+        else:
+            for s in self._feature_stages():
+                x = s(x)
         return self.final_conv(x)
 
     # --- StagedFeaturesMixin hooks: level 0 = stem, 1..4 = s1..s4 ------------------------------
