@@ -79,14 +79,16 @@ class VisionTransformerDistilled(VisionTransformer):
             toks.append(self.reg_token.expand(b, -1, -1))
         return toks
 
-    def forward_head(self, x: torch.Tensor,
-                     pre_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    # annotated as returning a tensor, which is what TorchScript compiles (the distilled-training
+    # tuple is eager-only: that branch is not compiled); in eager distilled training it is
+    # ``(class_logits, dist_logits)``
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x, x_dist = x[:, 0], x[:, 1]
         if pre_logits:
             return (x + x_dist) / 2
         x, x_dist = self.head(self.head_drop(x)), self.head_dist(self.head_drop(x_dist))
         if self.distilled_training and self.training and not torch.jit.is_scripting():
-            return x, x_dist
+            return x, x_dist  # type: ignore[return-value]
         return (x + x_dist) / 2
 
 

@@ -94,10 +94,11 @@ class SwinTransformerBlock(nn.Module):
     def _padded(self, h: int, w: int) -> _Size:
         return h + _pad_to(h, self.window_size[0]), w + _pad_to(w, self.window_size[1])
 
-    def _make_mask(self, hw: _Size | None = None, device: torch.device | str | None = None) -> torch.Tensor | None:
-        if not any(self.shift_size):
+    def _make_mask(self, hw: _Size | None = None, device: torch.device | None = None) -> torch.Tensor | None:
+        if self.shift_size[0] == 0 and self.shift_size[1] == 0:
             return None
-        hp, wp = self._padded(*(hw or self.input_resolution))
+        h, w = self.input_resolution if hw is None else hw
+        hp, wp = self._padded(h, w)
         return shifted_window_mask(hp, wp, self.window_size, self.shift_size, device=device)
 
     def init_non_persistent_buffers(self) -> None:
@@ -116,20 +117,24 @@ class SwinTransformerBlock(nn.Module):
     def _attn(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         sh, sw = self.shift_size
-        if sh or sw:
+        shifted = sh > 0 or sw > 0
+        if shifted:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         hp, wp = self._padded(h, w)
-        if (hp, wp) != (h, w):
+        if hp != h or wp != w:
             x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
-        mask = None
-        if sh or sw:
-            mask = self.attn_mask if (h, w) == self.input_resolution and self.attn_mask is not None \
-                else self._make_mask((h, w), device=x.device)
+        mask: torch.Tensor | None = None
+        if shifted:
+            attn_mask = self.attn_mask
+            if attn_mask is not None and h == self.input_resolution[0] and w == self.input_resolution[1]:
+                mask = attn_mask
+            else:  # another input size: the mask of this one
+                mask = self._make_mask((h, w), device=x.device)
         wh, ww = self.window_size
         windows = window_partition(x, self.window_size).reshape(-1, wh * ww, c)
         windows = self.attn(windows, mask=mask).reshape(-1, wh, ww, c)
         x = window_reverse(windows, self.window_size, hp, wp)[:, :h, :w, :]
-        if sh or sw:
+        if shifted:
             x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
         return x
 

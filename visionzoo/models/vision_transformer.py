@@ -35,7 +35,7 @@ from ..layers.attention import (Attention, AttentionPoolLatent, DiffAttention, d
                                 scaled_dot_product_attention)
 from ..layers.config import use_fused_attn
 from ..layers.drop import DropPath
-from ..layers.grad_checkpoint import checkpoint_module
+from ..layers.grad_checkpoint import checkpoint_module, checkpoint_seq
 from ..layers.layer_scale import LayerScale
 from ..layers.mlp import GluMlp, Mlp, SwiGLU
 from ..layers.patch_embed import PatchEmbed, resample_patch_embed
@@ -347,11 +347,19 @@ class ParallelThingsBlock(nn.Module):
             ])))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if attn_mask is not None:
-            x = x + sum(b.drop_path(b.ls(b.attn(b.norm(x), attn_mask=attn_mask))) for b in self.attns)
-        else:
-            x = x + sum(b(x) for b in self.attns)
-        return x + sum(f(x) for f in self.ffns)
+        # branch sums as explicit loops (TorchScript has no generator expressions)
+        acc: torch.Tensor | None = None
+        for b in self.attns:
+            y = b.drop_path(b.ls(b.attn(b.norm(x), attn_mask=attn_mask)))
+            acc = y if acc is None else acc + y
+        assert acc is not None
+        x = x + acc
+        acc = None
+        for f in self.ffns:
+            y = f(x)
+            acc = y if acc is None else acc + y
+        assert acc is not None
+        return x + acc
 
 
 _BLOCKS: dict[str, type[nn.Module]] = {
@@ -636,8 +644,11 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._embed(x)
-        for blk in self.blocks:
-            x = self._run_block(blk, x)
+        # written out rather than through ``_run_block``: TorchScript has no module-typed parameters
+        if self.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
         return self.norm(x)
 
     def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
