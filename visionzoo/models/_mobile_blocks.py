@@ -183,12 +183,16 @@ class _MobileBlock(nn.Module):
     backward; ``inplace_add``: add the shortcut in place (only where no saved tensor is touched).
     """
 
-    has_skip: bool
-    inplace_add: bool = False
-    selective_recompute: bool = False
-    _inplace_safe: bool = True  # the branch ends in a norm/scale whose output backward never reads
+    # class defaults, copied to the instance by ``_init_skip`` (TorchScript sees instance
+    # attributes only, and cannot resolve class annotations under ``from __future__ import annotations``)
+    inplace_add = False
+    selective_recompute = False
+    _inplace_safe = True  # the branch ends in a norm/scale whose output backward never reads
 
     def _init_skip(self, in_chs: int, out_chs: int, stride: int, skip: bool, drop_path: float) -> None:
+        self.inplace_add = self.inplace_add
+        self.selective_recompute = self.selective_recompute
+        self._inplace_safe = self._inplace_safe  # the class's unless the block set its own
         self.has_skip = skip and stride == 1 and in_chs == out_chs
         self.drop_path = DropPath(drop_path) if self.has_skip and drop_path > 0 else nn.Identity()
 
@@ -202,7 +206,8 @@ class _MobileBlock(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.selective_recompute and self.training and torch.is_grad_enabled():
+        # selective recompute is eager-only: TorchScript does not compile the checkpointed branch
+        if self.selective_recompute and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
             return checkpoint_region(self._forward, x, selective=True)
         return self._forward(x)
 

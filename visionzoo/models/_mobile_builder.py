@@ -391,10 +391,9 @@ def build_stages(arch: MobileArch, in_chs: int, env: BlockEnv, *, output_stride:
 class MobileNetBase(nn.Module):
     """Stem + stages; subclasses add their head. Provides the feature / checkpointing interface."""
 
-    blocks: nn.Sequential
-    feature_info: list[dict[str, Any]]
-    _feature_stage: list[int]
-    selective_recompute: bool = False  # set by memory_efficient="block" (see _mobile_memory)
+    # (no class-level annotations: under ``from __future__ import annotations`` TorchScript cannot
+    # resolve them; ``blocks``, ``feature_info`` and ``_feature_stage`` are set in ``_build_trunk``)
+    selective_recompute = False  # set by memory_efficient="block" (see _mobile_memory)
 
     def _build_trunk(self, arch: MobileArch, in_chans: int, output_stride: int, drop_path_rate: float,
                      env: BlockEnv) -> int:
@@ -404,19 +403,22 @@ class MobileNetBase(nn.Module):
         self.blocks, self.feature_info, self._feature_stage = build_stages(
             arch, stem, env, output_stride=output_stride, drop_path_rate=drop_path_rate)
         self.grad_checkpointing = False
+        self.selective_recompute = False  # an instance attribute, which TorchScript can read
         return self.feature_info[-1]["num_chs"]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage's activations in backward instead of storing them."""
         self.grad_checkpointing = enable
 
-    def _training_grad(self) -> bool:
-        return self.training and torch.is_grad_enabled() and not torch.jit.is_scripting()
-
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        if self.selective_recompute and self._training_grad():
-            return checkpoint_region(lambda t: self.bn1(self.conv_stem(t)), x, selective=True)
+        # the memory modes are eager-only: TorchScript does not compile the is_scripting-guarded branch
+        if self.selective_recompute and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return self._stem_recompute(x)
         return self.bn1(self.conv_stem(x))
+
+    @torch.jit.unused
+    def _stem_recompute(self, x: torch.Tensor) -> torch.Tensor:
+        return checkpoint_region(lambda t: self.bn1(self.conv_stem(t)), x, selective=True)
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
@@ -428,8 +430,12 @@ class MobileNetBase(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._stem(x)
-        for stage in self.blocks:
-            x = self._run_stage(stage, x)
+        # stages run here rather than through ``_run_stage``: TorchScript has no module-typed parameters
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            for stage in self.blocks:
+                x = checkpoint_region(stage, x)
+        else:
+            x = self.blocks(x)
         return self._forward_head_features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

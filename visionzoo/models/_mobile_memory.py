@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ..layers.activations_me import act_me_name, batch_norm_act_me
+from ..layers.config import is_scriptable
 from ..layers.norm_act import BatchNormAct2d
 
 __all__ = ["is_recomputing", "checkpoint_region", "MobileBatchNormAct2d", "BatchNormActMe2d",
@@ -94,24 +95,37 @@ class MobileBatchNormAct2d(BatchNormAct2d):
     """``BatchNormAct2d`` that leaves running statistics alone while being recomputed."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and _RECOMPUTING.get():
-            x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, 0.0, self.eps)
-            return self.act(x)
-        return super().forward(x)
+        return self._forward_mobile(x)
+
+    def _forward_mobile(self, x: torch.Tensor) -> torch.Tensor:
+        # (no ``super().forward()`` anywhere here: TorchScript cannot compile it.) Recomputation
+        # only happens in eager checkpointed regions; TorchScript never sees the context variable.
+        if self.training and not torch.jit.is_scripting():
+            if _RECOMPUTING.get():
+                x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, 0.0,
+                                 self.eps)
+                return self.act(x)
+        return self.act(self._batch_norm(x))
 
 
 class BatchNormActMe2d(MobileBatchNormAct2d):
     """Batch norm + activation that keeps only its input for backward (same state dict).
 
     Inside a checkpointed region the first run records its batch statistics and the re-run in
-    backward replays them, so the recompute is a single multiply-add + activation.
+    backward replays them, so the recompute is a single multiply-add + activation. The fused
+    autograd function is eager-only: a scripted model normalises like :class:`MobileBatchNormAct2d`
+    (same values, ordinary autograd memory).
     """
 
-    me_act: str = "identity"
+    me_act = "identity"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and torch.is_grad_enabled() and self.track_running_stats):
-            return super().forward(x)
+        if self.training and torch.is_grad_enabled() and self.track_running_stats and not torch.jit.is_scripting():
+            return self._forward_me(x)
+        return self._forward_mobile(x)
+
+    @torch.jit.unused
+    def _forward_me(self, x: torch.Tensor) -> torch.Tensor:
         record = _STATS.get()
         replay = record is not None and not isinstance(record, list)
         if replay:
@@ -138,7 +152,10 @@ def _set_inplace(act: nn.Module) -> None:
 def apply_memory_efficient(model: nn.Module, level: bool | str = True) -> nn.Module:
     """Switch a built mobile-family model to a memory-saving mode (see the module docstring).
 
-    Works in place and keeps the state dict unchanged; returns the model.
+    Works in place and keeps the state dict unchanged; returns the model. Under
+    ``create_model(..., scriptable=True)`` ``"act"`` and ``"block"`` fall back to ``"inplace"``: the
+    fused batch-norm autograd function and the recomputed regions are eager-only (a scripted model
+    would compute the same values without their memory savings).
     """
     if level is True:
         level = "block"
@@ -146,6 +163,8 @@ def apply_memory_efficient(model: nn.Module, level: bool | str = True) -> nn.Mod
         return model
     if level not in MEMORY_LEVELS:
         raise ValueError(f"memory_efficient must be a bool or one of {MEMORY_LEVELS}, got {level!r}")
+    if level in ("act", "block") and is_scriptable():
+        level = "inplace"
     for m in model.modules():
         if hasattr(m, "inplace_add"):
             m.inplace_add = True
