@@ -395,6 +395,19 @@ class MobileNetBase(nn.Module):
     # resolve them; ``blocks``, ``feature_info`` and ``_feature_stage`` are set in ``_build_trunk``)
     selective_recompute = False  # set by memory_efficient="block" (see _mobile_memory)
 
+    def _setup(self, arch: MobileArch, num_classes: int, drop_rate: float,
+               **overrides: str | None) -> tuple[MobileArch, BlockEnv]:
+        """Apply the constructor's layer overrides (``act``, ``norm``, ``pad``, ``aa``; None keeps the
+        architecture's choice) and record the head settings; returns the arch and its layer env."""
+        arch = replace(arch, **{k: v for k, v in overrides.items() if v is not None})
+        self.arch = arch
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        return arch, make_env(arch)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
     def _build_trunk(self, arch: MobileArch, in_chans: int, output_stride: int, drop_path_rate: float,
                      env: BlockEnv) -> int:
         stem = arch.stem_chs

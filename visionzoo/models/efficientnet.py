@@ -19,7 +19,6 @@ norm with a memory-efficient activation (see ``_mobile_memory``; measured in
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -30,7 +29,7 @@ from ..builder import build_model
 from ..layers.padding import create_conv2d_pad
 from ..layers.pool import SelectAdaptivePool2d
 from ..registry import register_variants
-from ._mobile_builder import MobileArch, MobileNetBase, SeCfg, make_env
+from ._mobile_builder import MobileArch, MobileNetBase, SeCfg
 from ._mobile_memory import apply_memory_efficient
 
 __all__ = ["EfficientNet", "EFFICIENTNET_CFGS"]
@@ -67,13 +66,8 @@ class EfficientNet(MobileNetBase):
                  act_layer: str | None = None, norm_layer: str | None = None, pad_type: str | None = None,
                  aa_layer: str | None = None, memory_efficient: bool | str = False) -> None:
         super().__init__()
-        overrides = {k: v for k, v in dict(act=act_layer, norm=norm_layer, pad=pad_type, aa=aa_layer).items()
-                     if v is not None}
-        arch = replace(arch, **overrides)
-        self.arch = arch
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        env = make_env(arch)
+        arch, env = self._setup(arch, num_classes, drop_rate, act=act_layer, norm=norm_layer, pad=pad_type,
+                                aa=aa_layer)
         last = self._build_trunk(arch, in_chans, output_stride, drop_path_rate, env)
         head = arch.head_chs
         if head > 0:
@@ -94,9 +88,6 @@ class EfficientNet(MobileNetBase):
         if num_classes <= 0:
             return nn.Identity()
         return nn.Linear(self.num_features * self.global_pool.feat_mult(), num_classes)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes

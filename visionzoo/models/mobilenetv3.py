@@ -10,7 +10,6 @@ The blocks come from the shared mobile-block builder (see ``_mobile_builder``).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from ..builder import build_model
 from ..layers.padding import create_conv2d_pad
 from ..layers.pool import SelectAdaptivePool2d
 from ..registry import register_variants
-from ._mobile_builder import MobileArch, MobileNetBase, SeCfg, make_env
+from ._mobile_builder import MobileArch, MobileNetBase, SeCfg
 from ._mobile_memory import apply_memory_efficient
 from .efficientnet import init_weights
 
@@ -45,13 +44,8 @@ class MobileNetV3(MobileNetBase):
                  act_layer: str | None = None, norm_layer: str | None = None, pad_type: str | None = None,
                  aa_layer: str | None = None, memory_efficient: bool | str = False) -> None:
         super().__init__()
-        overrides = {k: v for k, v in dict(act=act_layer, norm=norm_layer, pad=pad_type, aa=aa_layer).items()
-                     if v is not None}
-        arch = replace(arch, **overrides)
-        self.arch = arch
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        env = make_env(arch)
+        arch, env = self._setup(arch, num_classes, drop_rate, act=act_layer, norm=norm_layer, pad=pad_type,
+                                aa=aa_layer)
         self.num_features = self._build_trunk(arch, in_chans, output_stride, drop_path_rate, env)
         self.head_hidden_size = arch.head_chs
         self.global_pool = SelectAdaptivePool2d(global_pool)
@@ -71,9 +65,6 @@ class MobileNetV3(MobileNetBase):
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
