@@ -99,9 +99,12 @@ TINY_SRC = textwrap.dedent('''
 ''')
 
 LAUNCHER_SRC = textwrap.dedent('''
+    import faulthandler
     import os
     import sys
 
+    if os.environ.get("VZ_WATCHDOG_S"):  # a hung process prints every thread's stack, then exits
+        faulthandler.dump_traceback_later(float(os.environ["VZ_WATCHDOG_S"]), exit=True)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import tinynet_mod  # noqa: F401  (registers tinynet_test)
     from visionzoo.cli.main import main
@@ -429,10 +432,14 @@ def test_kill_and_resume_subprocess(tmp_path, tiny_dir, digits_dir, one_thread):
 
 def test_torchrun_two_processes_cpu(tmp_path, tiny_dir, digits_dir, one_thread):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    # torchrun's agent runs under the same watchdog as the workers (see LAUNCHER_SRC): should
+    # anything hang, the failure shows where instead of a bare timeout
+    agent = ("import faulthandler, sys; faulthandler.dump_traceback_later(200, exit=True); "
+             "from torch.distributed.run import main; sys.exit(main())")
+    cmd = [sys.executable, "-c", agent, "--standalone", "--nproc_per_node", "2",
            str(tiny_dir / "launch.py"), "train", *BASE, "--data", str(digits_dir), "--epochs", "2",
            "--workers", "1", "--ema", "--output", str(out)]
-    r = subprocess.run(cmd, env=_sub_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=dict(_sub_env(), VZ_WATCHDOG_S="180"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("epoch 1/2") == 1, "only rank 0 logs"
     assert "2 process(es)" in r.stdout
