@@ -109,7 +109,8 @@ LAUNCHER_SRC = textwrap.dedent('''
     import tinynet_mod  # noqa: F401  (registers tinynet_test)
     from visionzoo.cli.main import main
 
-    sys.exit(main())
+    if __name__ == "__main__":  # not when a forkserver / spawn worker imports the main module
+        sys.exit(main())
 ''')
 
 MODEL = "tinynet_test"

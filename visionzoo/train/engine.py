@@ -183,10 +183,20 @@ def build_datasets(cfg: TrainConfig, train_transform: Any, eval_transform: Any,
 def create_loader(dataset: Dataset, batch_size: int, sampler: Sampler[int], workers: int,
                   drop_last: bool = False, pin_memory: bool = False,
                   generator: torch.Generator | None = None) -> DataLoader:
-    """A ``DataLoader`` with worker processes (not persistent: each epoch's workers are seeded anew)."""
+    """A ``DataLoader`` with worker processes (not persistent: each epoch's workers are seeded anew).
+
+    Under a process group the workers start from a ``forkserver``: forking the training process
+    itself, whose communication threads (gloo, nccl) may hold a lock at that instant, can leave
+    the child deadlocked before it runs a line (seen with torchrun on a loaded CPU).
+    """
+    context = None
+    if workers > 0 and dist.is_available() and dist.is_initialized():
+        import multiprocessing as mp
+
+        context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=max(0, workers),
                       drop_last=drop_last, pin_memory=pin_memory, generator=generator,
-                      prefetch_factor=2 if workers > 0 else None)
+                      prefetch_factor=2 if workers > 0 else None, multiprocessing_context=context)
 
 
 # ----------------------------------------------------------------------------------------------
