@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import shutil
 import time
 import warnings
@@ -51,12 +52,36 @@ __all__ = ["optimize", "fold_batchnorm", "OptimizedModel", "bf16_supported", "co
 _BN_FORWARD = nn.modules.batchnorm._BatchNorm.forward
 
 
+@lru_cache(maxsize=1)
 def bf16_supported() -> bool:
-    """True when this CPU runs bfloat16 natively (AVX512-BF16 / AMX, or ARM BF16) via oneDNN."""
-    try:
+    """True when this CPU has bfloat16 arithmetic in hardware (x86: AVX512-BF16 or AMX; ARM: BF16).
+
+    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is also true on plain
+    AVX-512, where bfloat16 is emulated: there ``optimize``'s bfloat16 ran 3x *slower* than float32
+    (resnet50, vit_small; ``benchmarks/results/inference_speed.md``), so x86 asks for the ISA.
+    """
+    if platform.machine().lower() in ("x86_64", "amd64", "x86", "i386", "i686"):
+        checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        checks = [c for c in checks if c is not None]
+        if checks:
+            return any(bool(c()) for c in checks)
+        return bool(_cpuinfo_flags() & {"avx512_bf16", "amx_bf16"})
+    try:  # ARM and others: oneDNN reports bf16 only where the core has the instructions
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def _cpuinfo_flags() -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 @lru_cache(maxsize=1)
