@@ -143,7 +143,7 @@ def _hub_download(repo_id: str, filename: str | None, cache_dir: str | os.PathLi
     for fname in names:
         try:
             return Path(hf_hub_download(repo_id, fname, cache_dir=cache_dir, local_files_only=True))
-        except (LocalEntryNotFoundError, EntryNotFoundError, OSError):
+        except (EntryNotFoundError, OSError):  # not cached (LocalEntryNotFoundError is both)
             pass
     if constants.HF_HUB_OFFLINE:
         raise WeightsNotFoundError(f"hub repo {repo_id!r}: none of {names} is in the Hugging Face cache and "
