@@ -114,10 +114,11 @@ def build_model(
     model.default_cfg = cfg
     if load:
         filter_fn = pretrained_filter_fn or getattr(model_cls, "checkpoint_filter_fn", None)
-        dropped = load_pretrained(model, cfg, num_classes=args["num_classes"], in_chans=args["in_chans"],
-                                  filter_fn=filter_fn, strict=pretrained_strict, cache_dir=cache_dir)
-        if dropped:
+        report = load_pretrained(model, cfg, num_classes=args["num_classes"], in_chans=args["in_chans"],
+                                 filter_fn=filter_fn, strict=pretrained_strict, cache_dir=cache_dir)
+        if report.classifier_dropped:
             model.reset_classifier(args["num_classes"])
+        model.pretrained_load_report = report
     if features_only:
         model = FeatureListNet(model, out_indices, **(feature_kwargs or {}))
     return model

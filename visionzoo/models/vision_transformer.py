@@ -404,7 +404,7 @@ class VisionTransformer(nn.Module):
         pos_embed: ``'learn'``, ``'sincos'`` (fixed 2-D sin-cos, not trained) or ``'none'``.
         no_embed_class: the position embedding covers patch tokens only (prefix tokens get none).
         pre_norm: norm after embedding (CLIP ``ln_pre``); ``final_norm``: norm after the blocks.
-        fc_norm: norm after pooling instead of before (``None``: only for ``global_pool='avg'``).
+        fc_norm: norm after pooling instead of before (``None``: for ``'avg'``/``'max'``/``'avgmax'``).
         patch_bias: bias of the patch-embedding conv; ``embed_norm``: norm inside the patch embed.
         dynamic_img_size: accept any input size, resampling the position embedding on the fly.
         dynamic_img_pad: pad inputs not divisible by the patch size.
@@ -476,7 +476,8 @@ class VisionTransformer(nn.Module):
         if weight_init not in ("", "skip"):
             raise ValueError(f"weight_init must be '' or 'skip', got {weight_init!r}")
         norm = resolve_norm_layer(norm_layer, norm_eps)
-        use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
+        # pooled token averages/maxima are normed after pooling (fc_norm), a class token or MAP before
+        use_fc_norm = global_pool in ("avg", "avgmax", "max") if fc_norm is None else fc_norm
         block_cls = resolve_block(block_fn)
 
         self.num_classes = num_classes
@@ -742,9 +743,23 @@ class VisionTransformer(nn.Module):
     def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
                              interpolation: str = "bicubic", antialias: bool = True) -> dict[str, torch.Tensor]:
         """Fit a checkpoint to ``model``: resample the position embedding to the model's grid
-        (prefix-token rows kept) and the patch-embedding kernel to its patch size."""
+        (prefix-token rows kept) and the patch-embedding kernel to its patch size.
+
+        A checkpoint with an attention-pool head loaded into a model built with another
+        ``global_pool`` loses its ``attn_pool.*`` weights; if the model then norms after pooling
+        (``fc_norm``) the checkpoint's pre-pool ``norm.*`` is dropped too and ``fc_norm`` starts
+        as the identity affine. The loader reports what was dropped and initialised.
+        """
         out: dict[str, torch.Tensor] = {}
         own = model.state_dict()
+        if getattr(model, "attn_pool", "absent") is None and any(k.startswith("attn_pool.") for k in state_dict):
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("attn_pool.")}
+            if (not any(k.startswith("norm.") for k in own) and any(k.startswith("fc_norm.") for k in own)
+                    and not any(k.startswith("fc_norm.") for k in state_dict)):
+                state_dict = {k: v for k, v in state_dict.items() if not k.startswith("norm.")}
+                for k, v in own.items():
+                    if k.startswith("fc_norm."):
+                        state_dict[k] = torch.ones_like(v) if k.endswith("weight") else torch.zeros_like(v)
         num_prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
         for k, v in state_dict.items():
             if k == "pos_embed" and k in own and v.shape != own[k].shape and v.ndim == 3:

@@ -1,8 +1,10 @@
 """Reading checkpoints safely and fitting them to a model (in_chans, num_classes, strictness)."""
 from __future__ import annotations
 
+import logging
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -13,7 +15,9 @@ from .cfg import PretrainedCfg
 from .sources import resolve_weights_file
 
 __all__ = ["load_state_dict_file", "load_checkpoint", "load_pretrained", "adapt_input_conv",
-           "CheckpointError", "clean_state_dict", "load_into_model"]
+           "CheckpointError", "clean_state_dict", "load_into_model", "LoadReport"]
+
+_logger = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
 FilterFn = Callable[[StateDict, nn.Module], StateDict]
@@ -136,6 +140,40 @@ def load_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, use_em
     load_into_model(model, sd, strict=strict, name=f"checkpoint {checkpoint_path}")
 
 
+def _summarize_keys(keys: list[str], limit: int = 6) -> str:
+    """``attn_pool.* (13), norm.weight``: group keys by their first component when many share it."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(k.split(".", 1)[0], []).append(k)
+    parts = [f"{g}.* ({len(ks)})" if len(ks) > 2 else ", ".join(ks) for g, ks in groups.items()]
+    more = f", ... (+{len(parts) - limit} groups)" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pretrained` did besides copying tensors one to one.
+
+    ``dropped``: checkpoint entries not loaded (a classifier for another ``num_classes``, an
+    attention-pool head the model was built without, ...). ``initialized``: model entries that
+    did not come from the checkpoint (freshly initialised). ``classifier_dropped``: the caller
+    must initialise a new classifier.
+    """
+
+    path: str = ""
+    classifier_dropped: bool = False
+    dropped: list[str] = field(default_factory=list)
+    initialized: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [f"loaded {self.path}"]
+        if self.dropped:
+            parts.append(f"dropped {len(self.dropped)} checkpoint weights: {_summarize_keys(self.dropped)}")
+        if self.initialized:
+            parts.append(f"initialised {len(self.initialized)} model weights: {_summarize_keys(self.initialized)}")
+        return "; ".join(parts)
+
+
 def load_pretrained(
     model: nn.Module,
     cfg: PretrainedCfg,
@@ -146,26 +184,34 @@ def load_pretrained(
     strict: bool = True,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
-) -> bool:
+) -> LoadReport:
     """Fetch ``cfg``'s weights and load them, adapting first conv and classifier.
 
-    Returns True when the classifier was dropped (the caller initialises a fresh one).
+    Returns a :class:`LoadReport`; its ``classifier_dropped`` tells the caller to initialise a
+    fresh classifier. Dropped or freshly initialised weights are also logged (warning level when
+    other weights than the classifier are dropped).
     """
     from ..convert import maybe_convert
 
     path = resolve_weights_file(cfg, cache_dir=cache_dir, progress=progress)
     sd = maybe_convert(clean_state_dict(load_state_dict_file(path)), model, cfg.converter)
+    report = LoadReport(path=str(path))
     if filter_fn is not None:
+        before = set(sd)
         sd = filter_fn(sd, model)
+        report.dropped = [k for k in before if k not in sd]
+        report.initialized = [k for k in sd if k not in before]
     if in_chans != 3:
         for conv in _as_tuple(cfg.first_conv):
             key = conv + ".weight"
             if key in sd:
                 sd[key] = adapt_input_conv(in_chans, sd[key])
     dropped = False
+    other_dropped = bool(report.dropped)
     classifiers = _as_tuple(cfg.classifier)
     if classifiers and num_classes != cfg.num_classes:
         prefixes = tuple(c + "." for c in classifiers)
+        report.dropped += [k for k in sd if k.startswith(prefixes)]
         sd = {k: v for k, v in sd.items() if not k.startswith(prefixes)}
         dropped = True
     elif classifiers and cfg.label_offset and num_classes == cfg.num_classes - cfg.label_offset:
@@ -175,4 +221,11 @@ def load_pretrained(
                     sd[f"{c}.{leaf}"] = sd[f"{c}.{leaf}"][cfg.label_offset:]
     allow = tuple(c + "." for c in classifiers) if dropped else ()
     load_into_model(model, sd, strict=strict, allow_missing=allow, name=f"weights {path}")
-    return dropped
+    report.classifier_dropped = dropped
+    report.initialized += [k for k in model.state_dict() if k not in sd and k not in report.initialized]
+    arch = cfg.architecture or type(model).__name__
+    if other_dropped:
+        _logger.warning("%s: %s", arch, report)
+    elif report.dropped or report.initialized:
+        _logger.info("%s: %s", arch, report)
+    return report
