@@ -1,12 +1,69 @@
-"""Building blocks shared by the model families; each block is defined once, here."""
-from .activations import create_act_layer, get_act_layer
-from .config import is_exportable, is_no_jit, is_scriptable, set_layer_config, use_fused_attn
-from .conv_norm_act import ConvNormAct
-from .drop import DropBlock2d, DropPath, drop_path
-from .helpers import make_divisible, to_2tuple, to_ntuple
-from .mlp import GluMlp, Mlp, SwiGLU
-from .norm import GroupNorm, GroupNorm1, LayerNorm, LayerNorm2d, get_norm_layer
-from .padding import Conv2dSame, create_conv2d_pad, create_pool2d, get_padding, get_padding_value, pad_same
-from .pool import ClassifierHead, NormMlpClassifierHead, SelectAdaptivePool2d, create_classifier
-from .squeeze_excite import EcaModule, EffectiveSEModule, SEModule, create_attn, get_attn
-from .weight_init import lecun_normal_, trunc_normal_, variance_scaling_
+"""Building blocks shared by the model families; each block is defined once, here.
+
+The names below are imported from their submodule on first use (PEP 562): ``import visionzoo.layers``
+or importing one submodule (``visionzoo.layers.config``) does not load every layer, and code that
+never builds a model never imports torch through this package.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "create_act_layer": "activations",
+    "get_act_layer": "activations",
+    "is_exportable": "config",
+    "is_no_jit": "config",
+    "is_scriptable": "config",
+    "set_layer_config": "config",
+    "use_fused_attn": "config",
+    "ConvNormAct": "conv_norm_act",
+    "DropBlock2d": "drop",
+    "DropPath": "drop",
+    "drop_path": "drop",
+    "make_divisible": "helpers",
+    "to_2tuple": "helpers",
+    "to_ntuple": "helpers",
+    "GluMlp": "mlp",
+    "Mlp": "mlp",
+    "SwiGLU": "mlp",
+    "GroupNorm": "norm",
+    "GroupNorm1": "norm",
+    "LayerNorm": "norm",
+    "LayerNorm2d": "norm",
+    "get_norm_layer": "norm",
+    "Conv2dSame": "padding",
+    "create_conv2d_pad": "padding",
+    "create_pool2d": "padding",
+    "get_padding": "padding",
+    "get_padding_value": "padding",
+    "pad_same": "padding",
+    "ClassifierHead": "pool",
+    "NormMlpClassifierHead": "pool",
+    "SelectAdaptivePool2d": "pool",
+    "create_classifier": "pool",
+    "EcaModule": "squeeze_excite",
+    "EffectiveSEModule": "squeeze_excite",
+    "SEModule": "squeeze_excite",
+    "create_attn": "squeeze_excite",
+    "get_attn": "squeeze_excite",
+    "lecun_normal_": "weight_init",
+    "trunc_normal_": "weight_init",
+    "variance_scaling_": "weight_init",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,9 +1,43 @@
-"""Pretrained weights: cfg records, sources with a cache, safe loading and adaptation."""
-from .cfg import PretrainedCfg, merge_cfg
-from .load import (CheckpointError, adapt_input_conv, clean_state_dict, load_checkpoint, load_pretrained,
-                   load_state_dict_file)
-from .sources import HashMismatchError, WeightsNotFoundError, download_url, get_cache_dir, resolve_weights_file
+"""Pretrained weights: cfg records, sources with a cache, safe loading and adaptation.
 
-__all__ = ["PretrainedCfg", "merge_cfg", "CheckpointError", "adapt_input_conv", "clean_state_dict",
-           "load_checkpoint", "load_pretrained", "load_state_dict_file", "HashMismatchError",
-           "WeightsNotFoundError", "download_url", "get_cache_dir", "resolve_weights_file"]
+The names below are imported on first use (PEP 562), so ``import visionzoo.pretrained`` (which the
+registry does for :class:`PretrainedCfg`) stays free of torch: ``list_models`` / ``list_pretrained``
+only read JSON. ``load`` (torch) and ``sources`` (huggingface_hub) load when one of their names is
+asked for.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "PretrainedCfg": "cfg",
+    "merge_cfg": "cfg",
+    "CheckpointError": "load",
+    "adapt_input_conv": "load",
+    "clean_state_dict": "load",
+    "load_checkpoint": "load",
+    "load_pretrained": "load",
+    "load_state_dict_file": "load",
+    "HashMismatchError": "sources",
+    "WeightsNotFoundError": "sources",
+    "download_url": "sources",
+    "get_cache_dir": "sources",
+    "resolve_weights_file": "sources",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
