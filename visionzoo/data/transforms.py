@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["create_transform", "Compose", "ResizeShorter", "CenterCrop", "ResizeSquash", "ResizePad",
+__all__ = ["create_transform", "Compose", "ResizeShorter", "ResizeKeepRatio", "CenterCrop", "ResizeSquash", "ResizePad",
            "RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize", "PIL_INTERP"]
 
 PIL_INTERP = {
@@ -42,20 +42,64 @@ class Compose:
         return "Compose(\n" + "".join(f"  {t!r}\n" for t in self.transforms) + ")"
 
 
+def _pad_to(img: Image.Image, size: tuple[int, int], fill: int | Sequence[int] = 0) -> Image.Image:
+    """Pad ``img`` with ``fill`` to at least (h, w): the extra rows/columns split evenly, the odd
+    one going to the bottom/right."""
+    th, tw = size
+    w, h = img.size
+    if w >= tw and h >= th:
+        return img
+    nw, nh = max(w, tw), max(h, th)
+    if isinstance(fill, (int, float)):
+        color: Any = int(fill) if len(img.getbands()) == 1 else (int(fill),) * len(img.getbands())
+    else:
+        color = tuple(int(v) for v in fill)
+        if len(img.getbands()) == 1:
+            color = color[0]
+    canvas = Image.new(img.mode, (nw, nh), color)
+    canvas.paste(img, ((nw - w) // 2, (nh - h) // 2))
+    return canvas
+
+
 class ResizeShorter:
-    """Resize so the shorter side equals ``size``, keeping the aspect ratio."""
+    """Resize so the shorter side equals ``size``, keeping the aspect ratio.
+
+    The longer side is ``int(size * long / short)`` (truncated, as in the reference pipeline).
+    """
 
     def __init__(self, size: int, interpolation: str = "bilinear") -> None:
         self.size, self.interpolation = size, interpolation
 
     def __call__(self, img: Image.Image) -> Image.Image:
         w, h = img.size
-        scale = self.size / min(w, h)
-        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if w <= h:
+            new = (self.size, int(self.size * h / w))
+        else:
+            new = (int(self.size * w / h), self.size)
         return img.resize(new, _interp(self.interpolation)) if new != (w, h) else img
 
     def __repr__(self) -> str:
         return f"ResizeShorter(size={self.size}, interpolation={self.interpolation})"
+
+
+class ResizeKeepRatio:
+    """Scale by one factor so the image covers (``longest=0``) or fits in (``longest=1``) the
+    target (h, w); each side is ``round(side / ratio)`` with ``ratio`` the per-side ratio picked."""
+
+    def __init__(self, size: tuple[int, int], interpolation: str = "bilinear", longest: float = 0.0) -> None:
+        self.size, self.interpolation, self.longest = tuple(size), interpolation, float(longest)
+
+    def output_size(self, w: int, h: int) -> tuple[int, int]:
+        rh, rw = h / self.size[0], w / self.size[1]
+        ratio = max(rh, rw) * self.longest + min(rh, rw) * (1.0 - self.longest)
+        return round(w / ratio), round(h / ratio)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        new = self.output_size(*img.size)
+        return img.resize(new, _interp(self.interpolation)) if new != img.size else img
+
+    def __repr__(self) -> str:
+        return f"ResizeKeepRatio(size={self.size}, interpolation={self.interpolation}, longest={self.longest})"
 
 
 class ResizeSquash:
@@ -65,42 +109,43 @@ class ResizeSquash:
         self.size, self.interpolation = size, interpolation
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        return img.resize((self.size[1], self.size[0]), _interp(self.interpolation))
+        new = (self.size[1], self.size[0])
+        return img.resize(new, _interp(self.interpolation)) if new != img.size else img
 
     def __repr__(self) -> str:
         return f"ResizeSquash(size={self.size}, interpolation={self.interpolation})"
 
 
 class ResizePad:
-    """Resize the longer side to fit (h, w) and pad the rest ('border' crop mode)."""
+    """Fit the image inside (h, w) keeping the aspect ratio, then pad to (h, w) with ``fill``."""
 
-    def __init__(self, size: tuple[int, int], interpolation: str = "bilinear", fill: int = 0) -> None:
-        self.size, self.interpolation, self.fill = size, interpolation, fill
+    def __init__(self, size: tuple[int, int], interpolation: str = "bilinear",
+                 fill: int | Sequence[int] = 0) -> None:
+        self.size, self.interpolation, self.fill = tuple(size), interpolation, fill
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        th, tw = self.size
-        w, h = img.size
-        scale = min(th / h, tw / w)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        img = img.resize((nw, nh), _interp(self.interpolation))
-        canvas = Image.new(img.mode, (tw, th), self.fill if img.mode in ("L", "I", "F") else (self.fill,) * len(img.getbands()))
-        canvas.paste(img, ((tw - nw) // 2, (th - nh) // 2))
-        return canvas
+        img = ResizeKeepRatio(self.size, self.interpolation, longest=1.0)(img)
+        return CenterCrop(self.size, fill=self.fill)(img)
 
     def __repr__(self) -> str:
         return f"ResizePad(size={self.size}, interpolation={self.interpolation})"
 
 
 class CenterCrop:
-    def __init__(self, size: tuple[int, int]) -> None:
-        self.size = size
+    """Crop the central (h, w); an image smaller than that is first padded with ``fill``.
+
+    The crop offset is ``int(round((side - crop) / 2))`` per side.
+    """
+
+    def __init__(self, size: tuple[int, int], fill: int | Sequence[int] = 0) -> None:
+        self.size, self.fill = tuple(size), fill
 
     def __call__(self, img: Image.Image) -> Image.Image:
         th, tw = self.size
+        img = _pad_to(img, (th, tw), self.fill)
         w, h = img.size
-        if w < tw or h < th:  # pad small images instead of failing
-            img = ResizePad((max(th, h), max(tw, w)), "nearest")(img) if (w, h) != (tw, th) else img
-            w, h = img.size
+        if (w, h) == (tw, th):
+            return img
         left, top = int(round((w - tw) / 2.0)), int(round((h - th) / 2.0))
         return img.crop((left, top, left + tw, top + th))
 
@@ -228,24 +273,35 @@ class ConvertMode:
 def create_transform(
     input_size: int | Sequence[int] = 224,
     is_training: bool = False,
+    no_aug: bool = False,
+    scale: tuple[float, float] | None = (0.08, 1.0),
+    ratio: tuple[float, float] | None = (3 / 4, 4 / 3),
+    hflip: float = 0.5,
+    color_jitter: float = 0.0,
     interpolation: str = "bilinear",
     mean: Sequence[float] = (0.485, 0.456, 0.406),
     std: Sequence[float] = (0.229, 0.224, 0.225),
-    crop_pct: float = 0.875,
-    crop_mode: str = "center",
-    scale: tuple[float, float] = (0.08, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    hflip: float = 0.5,
-    color_jitter: float = 0.0,
+    crop_pct: float | None = 0.875,
+    crop_mode: str | None = "center",
     **_: Any,
 ) -> Compose:
     """PIL image -> normalised tensor, matching how the pretrained weights were evaluated.
 
-    Eval (``crop_mode``): ``center`` resizes the shorter side to ``size / crop_pct`` then center
-    crops; ``squash`` resizes both sides to ``size / crop_pct`` then crops; ``border`` fits the
-    image inside the crop and pads. Training: random resized crop, flip, optional color jitter.
-    Accepts the dict from :func:`resolve_data_config` as keyword arguments.
+    Eval (``crop_mode``), pixel-identical to the reference pipeline, with ``scaled = floor(size /
+    crop_pct)``: ``center`` resizes the shorter side to ``scaled`` (the longer side truncated)
+    then center crops ``size``; ``squash`` resizes both sides to ``scaled`` then crops; ``border``
+    fits the whole image inside ``scaled`` then center crops or pads (with the mean colour) to
+    ``size``. Training: random resized crop, flip, optional color jitter.
+    Accepts the dict from :func:`resolve_data_config` as keyword arguments. The parameters
+    follow the reference library's order; ``None`` means its default, ``no_aug`` makes a
+    training transform a plain resize + center crop, and options visionzoo does not implement
+    (e.g. ``auto_augment``, ``re_prob``) are accepted and ignored.
     """
+    scale, ratio = tuple(scale or (0.08, 1.0)), tuple(ratio or (3 / 4, 4 / 3))
+    crop_pct = 0.875 if crop_pct is None else crop_pct
+    crop_mode = crop_mode or "center"
+    if is_training and no_aug:
+        is_training, crop_pct, crop_mode = False, 1.0, "center"
     if isinstance(input_size, int):
         size, in_chans = (input_size, input_size), len(mean)
     else:
@@ -265,9 +321,12 @@ def create_transform(
         if crop_mode == "squash":
             ops = [convert, ResizeSquash(scaled, interpolation), CenterCrop(size)]
         elif crop_mode == "border":
-            ops = [convert, ResizePad(size, interpolation)]
-        else:
-            short = scaled[0] if size[0] == size[1] else min(scaled)
-            ops = [convert, ResizeShorter(short, interpolation), CenterCrop(size)]
+            # fit the longer side in size / crop_pct, then crop/pad to size with the mean colour
+            fill = [round(255 * m) for m in mean]
+            ops = [convert, ResizeKeepRatio(scaled, interpolation, longest=1.0), CenterCrop(size, fill=fill)]
+        elif scaled[0] == scaled[1]:
+            ops = [convert, ResizeShorter(scaled[0], interpolation), CenterCrop(size)]
+        else:  # non-square target: the shorter side matched to its target side
+            ops = [convert, ResizeKeepRatio(scaled, interpolation), CenterCrop(size)]
     ops += [ToTensor(), Normalize(mean, std)]
     return Compose(ops)
