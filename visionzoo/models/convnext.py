@@ -11,7 +11,6 @@ convs (``conv_mlp=True``, the small variants); both layouts match the published 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable, Sequence
 
@@ -19,7 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..builder import build_model
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
@@ -29,10 +27,9 @@ from ..layers.mlp import Mlp
 from ..layers.norm import LayerNorm, LayerNorm2d, RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d, get_norm_layer
 from ..layers.pool import ClassifierHead, NormMlpClassifierHead
 from ..layers.weight_init import trunc_normal_
-from ..registry import register_variants
-from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
+from .base import ClassifierHeadMixin, FeatureMixin, Variant, register_family
 
-__all__ = ["ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage", "ConvNeXtCfg", "CONVNEXT_CFGS"]
+__all__ = ["ConvNeXt", "ConvNeXtBlock", "ConvNeXtStage", "VARIANTS"]
 
 # channels-first norm -> its channels-last counterpart (for the Linear MLP layout)
 _CHANNELS_LAST = {LayerNorm2d: LayerNorm, RmsNorm2d: RmsNorm, SimpleNorm2d: SimpleNorm}
@@ -135,8 +132,9 @@ def _make_stem(stem_type: str, in_chans: int, out_chs: int, patch_size: int, con
     return nn.Sequential(*layers)
 
 
-class ConvNeXt(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
+class ConvNeXt(FeatureMixin, ClassifierHeadMixin, nn.Module):
     """ConvNeXt / ConvNeXt-V2 backbone with a pooled classifier head."""
+    feature_cfg = {"feature_cls": "list", "flatten_sequential": True}  # features_only wrapper (visionzoo.features)
 
     def __init__(
         self,
@@ -229,7 +227,7 @@ class ConvNeXt(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
         x = self.stages(x)
         return self.norm_pre(x)
 
-    # --- StagedFeaturesMixin hooks: levels = stage outputs (NCHW, or NHWC on request) -----------
+    # --- FeatureMixin hooks: levels = stage outputs (NCHW, or NHWC on request) -----------
     # ``norm_pre`` (the ``head_norm_first`` norm, else identity) is the final op; ``norm=True``
     # applies it to the last stage's map.
     _stem_level = False
@@ -278,79 +276,54 @@ class ConvNeXt(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
 
 
 # --- variants ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ConvNeXtCfg:
-    """Architecture of one ConvNeXt variant (constructor arguments of :class:`ConvNeXt`)."""
-
-    depths: tuple[int, ...]
-    dims: tuple[int, ...]
-    conv_mlp: bool = False
-    stem_type: str = "patch"
-    norm_layer: str | None = None
-    norm_eps: float | None = None
-    use_grn: bool = False
-    ls_init_value: float | None = 1e-6
-    head_norm_first: bool = False
-    head_hidden_size: int | None = None
-    kernel_sizes: tuple[int, ...] | int = 7
-    act_layer: str = "gelu"
-
-    def kwargs(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
 _D_ATTO, _D_FEMTO, _D_PICO = (40, 80, 160, 320), (48, 96, 192, 384), (64, 128, 256, 512)
 _D_NANO, _D_ZEPTO = (80, 160, 320, 640), (32, 64, 128, 256)
 _D_T, _D_B, _D_L = (96, 192, 384, 768), (128, 256, 512, 1024), (192, 384, 768, 1536)
 _D_XL, _D_XXL, _D_H = (256, 512, 1024, 2048), (384, 768, 1536, 3072), (352, 704, 1408, 2816)
 _S, _S_N, _S_T, _S_B = (2, 2, 6, 2), (2, 2, 8, 2), (3, 3, 9, 3), (3, 3, 27, 3)
 
-_atto = ConvNeXtCfg(_S, _D_ATTO, conv_mlp=True)
-_femto = ConvNeXtCfg(_S, _D_FEMTO, conv_mlp=True)
-_pico = ConvNeXtCfg(_S, _D_PICO, conv_mlp=True)
-_nano = ConvNeXtCfg(_S_N, _D_NANO, conv_mlp=True)
-_zepto_rms = ConvNeXtCfg((2, 2, 4, 2), _D_ZEPTO, conv_mlp=True, norm_layer="simplenorm2d")
+_atto = Variant(ConvNeXt, depths=_S, dims=_D_ATTO, conv_mlp=True)
+_femto = Variant(ConvNeXt, depths=_S, dims=_D_FEMTO, conv_mlp=True)
+_pico = Variant(ConvNeXt, depths=_S, dims=_D_PICO, conv_mlp=True)
+_nano = Variant(ConvNeXt, depths=_S_N, dims=_D_NANO, conv_mlp=True)
+_zepto_rms = Variant(ConvNeXt, depths=(2, 2, 4, 2), dims=_D_ZEPTO, conv_mlp=True, norm_layer="simplenorm2d")
+_tiny, _small = Variant(ConvNeXt, depths=_S_T, dims=_D_T), Variant(ConvNeXt, depths=_S_B, dims=_D_T)
+_base, _large = Variant(ConvNeXt, depths=_S_B, dims=_D_B), Variant(ConvNeXt, depths=_S_B, dims=_D_L)
 _v2 = dict(use_grn=True, ls_init_value=None)
-_test = dict(norm_eps=1e-5, act_layer="gelu_tanh")
+_test = Variant(ConvNeXt, depths=(1, 1, 1, 1), dims=(32, 64, 96, 128), norm_eps=1e-5)
 
-CONVNEXT_CFGS: dict[str, ConvNeXtCfg] = {
+VARIANTS: dict[str, Variant] = {
     "convnext_zepto_rms": _zepto_rms,
-    "convnext_zepto_rms_ols": replace(_zepto_rms, stem_type="overlap_act"),
+    "convnext_zepto_rms_ols": _zepto_rms.but(stem_type="overlap_act"),
     "convnext_atto": _atto,
-    "convnext_atto_ols": replace(_atto, stem_type="overlap_tiered"),
-    "convnext_atto_rms": replace(_atto, norm_layer="rmsnorm2d"),
+    "convnext_atto_ols": _atto.but(stem_type="overlap_tiered"),
+    "convnext_atto_rms": _atto.but(norm_layer="rmsnorm2d"),
     "convnext_femto": _femto,
-    "convnext_femto_ols": replace(_femto, stem_type="overlap_tiered"),
+    "convnext_femto_ols": _femto.but(stem_type="overlap_tiered"),
     "convnext_pico": _pico,
-    "convnext_pico_ols": replace(_pico, stem_type="overlap_tiered"),
+    "convnext_pico_ols": _pico.but(stem_type="overlap_tiered"),
     "convnext_nano": _nano,
-    "convnext_nano_ols": replace(_nano, stem_type="overlap"),
-    "convnext_tiny_hnf": ConvNeXtCfg(_S_T, _D_T, conv_mlp=True, head_norm_first=True),
-    "convnext_tiny": ConvNeXtCfg(_S_T, _D_T),
-    "convnext_small": ConvNeXtCfg(_S_B, _D_T),
-    "convnext_base": ConvNeXtCfg(_S_B, _D_B),
-    "convnext_large": ConvNeXtCfg(_S_B, _D_L),
-    "convnext_large_mlp": ConvNeXtCfg(_S_B, _D_L, head_hidden_size=1536),
-    "convnext_xlarge": ConvNeXtCfg(_S_B, _D_XL),
-    "convnext_xxlarge": ConvNeXtCfg((3, 4, 30, 3), _D_XXL, norm_eps=1e-5),
-    "convnextv2_atto": ConvNeXtCfg(_S, _D_ATTO, conv_mlp=True, **_v2),
-    "convnextv2_femto": ConvNeXtCfg(_S, _D_FEMTO, conv_mlp=True, **_v2),
-    "convnextv2_pico": ConvNeXtCfg(_S, _D_PICO, conv_mlp=True, **_v2),
-    "convnextv2_nano": ConvNeXtCfg(_S_N, _D_NANO, conv_mlp=True, **_v2),
-    "convnextv2_tiny": ConvNeXtCfg(_S_T, _D_T, **_v2),
-    "convnextv2_small": ConvNeXtCfg(_S_B, _D_T, **_v2),
-    "convnextv2_base": ConvNeXtCfg(_S_B, _D_B, **_v2),
-    "convnextv2_large": ConvNeXtCfg(_S_B, _D_L, **_v2),
-    "convnextv2_huge": ConvNeXtCfg(_S_B, _D_H, **_v2),
-    "test_convnext": ConvNeXtCfg((1, 2, 4, 2), (24, 32, 48, 64), **_test),
-    "test_convnext2": ConvNeXtCfg((1, 1, 1, 1), (32, 64, 96, 128), **_test),
-    "test_convnext3": ConvNeXtCfg((1, 1, 1, 1), (32, 64, 96, 128), kernel_sizes=(7, 5, 5, 3),
-                                  norm_eps=1e-5, act_layer="silu"),
+    "convnext_nano_ols": _nano.but(stem_type="overlap"),
+    "convnext_tiny_hnf": _tiny.but(conv_mlp=True, head_norm_first=True),
+    "convnext_tiny": _tiny,
+    "convnext_small": _small,
+    "convnext_base": _base,
+    "convnext_large": _large,
+    "convnext_large_mlp": _large.but(head_hidden_size=1536),
+    "convnext_xlarge": Variant(ConvNeXt, depths=_S_B, dims=_D_XL),
+    "convnext_xxlarge": Variant(ConvNeXt, depths=(3, 4, 30, 3), dims=_D_XXL, norm_eps=1e-5),
+    "convnextv2_atto": _atto.but(**_v2),
+    "convnextv2_femto": _femto.but(**_v2),
+    "convnextv2_pico": _pico.but(**_v2),
+    "convnextv2_nano": _nano.but(**_v2),
+    "convnextv2_tiny": _tiny.but(**_v2),
+    "convnextv2_small": _small.but(**_v2),
+    "convnextv2_base": _base.but(**_v2),
+    "convnextv2_large": _large.but(**_v2),
+    "convnextv2_huge": Variant(ConvNeXt, depths=_S_B, dims=_D_H, **_v2),
+    "test_convnext": _test.but(depths=(1, 2, 4, 2), dims=(24, 32, 48, 64), act_layer="gelu_tanh"),
+    "test_convnext2": _test.but(act_layer="gelu_tanh"),
+    "test_convnext3": _test.but(kernel_sizes=(7, 5, 5, 3), act_layer="silu"),
 }
 
-
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> ConvNeXt:
-    return build_model(ConvNeXt, variant, pretrained, model_args=CONVNEXT_CFGS[variant].kwargs(), **kwargs)
-
-
-register_variants("convnext", CONVNEXT_CFGS, _create)
+register_family("convnext", VARIANTS)

@@ -31,6 +31,7 @@ class VisionTransformerDistilled(VisionTransformer):
     training unless ``set_distilled_training(True)``) the logits are the average of the two heads,
     as in DeiT; with distilled training enabled, training-mode ``forward`` returns both.
     """
+    feature_cfg = {"feature_cls": "getter", "flatten_sequential": False}  # features_only wrapper (visionzoo.features)
 
     def __init__(self, *, weight_init: str = "", **kwargs: Any) -> None:
         if kwargs.get("global_pool", "token") != "token":

@@ -28,7 +28,7 @@ from ..layers.grad_checkpoint import checkpoint_module
 from ..layers.norm_act import BatchNormAct2d
 from ..layers.pool import create_classifier
 from ..registry import register_variants
-from ._staged import FlatFeaturesMixin, ModelForwardMixin
+from .base import FlatFeaturesMixin, ModelForwardMixin
 
 __all__ = ["DenseNet", "DENSENET_CFGS"]
 
@@ -102,6 +102,7 @@ class DenseTransition(nn.Sequential):
 
 class DenseNet(FlatFeaturesMixin, ModelForwardMixin, nn.Module):
     """DenseNet-BC; every layer lives in ``features`` (an ``nn.Sequential``), as in published weights."""
+    feature_cfg = {"feature_cls": "list", "flatten_sequential": True}  # features_only wrapper (visionzoo.features)
 
     def __init__(
         self,

@@ -60,6 +60,7 @@ class EfficientNet(MobileNetBase):
             EfficientNet-B0); ``"act"`` fuses each batch norm with a memory-efficient activation
             (~0.7x, ~1.0x); ``"inplace"`` only does safe in-place ops.
     """
+    feature_cfg = {"feature_cls": "EfficientNetFeatures", "flatten_sequential": True}  # features_only wrapper (visionzoo.features)
 
     def __init__(self, *, arch: MobileArch, num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg",
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, output_stride: int = 32,

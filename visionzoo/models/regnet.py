@@ -34,7 +34,7 @@ from ..layers.norm_act import BatchNormAct2d
 from ..layers.pool import ClassifierHead
 from ..layers.squeeze_excite import SEModule
 from ..registry import register_variants
-from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
+from .base import ClassifierHeadMixin, FeatureMixin
 
 __all__ = ["RegNet", "RegNetCfg", "REGNET_CFGS", "generate_regnet", "regnet_stage_params"]
 
@@ -230,8 +230,9 @@ class RegStage(nn.Module):
         return x
 
 
-class RegNet(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
+class RegNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
     """RegNet: 3x3/2 stem, four stages ``s1..s4`` (reductions 4..32), optional ``final_conv``, head."""
+    feature_cfg = {"feature_cls": "list", "flatten_sequential": False}  # features_only wrapper (visionzoo.features)
 
     def __init__(
         self,
@@ -322,7 +323,7 @@ class RegNet(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
                 x = s(x)
         return self.final_conv(x)
 
-    # --- StagedFeaturesMixin hooks: level 0 = stem, 1..4 = s1..s4 ------------------------------
+    # --- FeatureMixin hooks: level 0 = stem, 1..4 = s1..s4 ------------------------------
     # ``final_conv`` (1x1 conv or activation) is not a norm: ``norm=True`` leaves the maps as they are.
     def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem(x)

@@ -27,7 +27,7 @@ from ..layers.padding import get_padding
 from ..layers.pool import create_classifier
 from ..layers.squeeze_excite import get_attn
 from ..registry import register_variants
-from ._staged import ModelForwardMixin, StagedFeaturesMixin
+from .base import ModelForwardMixin, FeatureMixin
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "ResNetCfg"]
 
@@ -200,7 +200,7 @@ def _drop_blocks(drop_block_rate: float) -> list[nn.Module | None]:
     return [None, None, DropBlock2d(drop_block_rate, 5, 0.25), DropBlock2d(drop_block_rate, 3, 1.0)]
 
 
-class ResNet(StagedFeaturesMixin, ModelForwardMixin, nn.Module):
+class ResNet(FeatureMixin, ModelForwardMixin, nn.Module):
     """ResNet/ResNeXt/SE-ResNet/ECA-ResNet/ResNet-RS backbone + global pool + linear classifier.
 
     ``stem_type``: ``''`` (7x7 conv), ``'deep'`` (three 3x3 convs) or ``'deep_tiered'``
@@ -209,6 +209,7 @@ class ResNet(StagedFeaturesMixin, ModelForwardMixin, nn.Module):
     max-pool for a strided 3x3 conv (ResNet-RS); ``aa_layer`` ('avg' | 'blur') anti-aliases
     every stride-2 op; ``block_widths`` gives explicit per-block widths (pruned checkpoints).
     """
+    feature_cfg = {"feature_cls": "list", "flatten_sequential": False}  # features_only wrapper (visionzoo.features)
 
     def __init__(
         self,
@@ -361,7 +362,7 @@ class ResNet(StagedFeaturesMixin, ModelForwardMixin, nn.Module):
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.fc(x)
 
-    # --- StagedFeaturesMixin hooks: level 0 = stem activation, 1..4 = layer1..layer4 --------------
+    # --- FeatureMixin hooks: level 0 = stem activation, 1..4 = layer1..layer4 --------------
     def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feat = self.forward_stem(x)
         return self.maxpool(feat), feat

@@ -28,7 +28,7 @@ from ..layers.norm_act import get_norm_act_layer
 from ..layers.pool import ClassifierHead
 from ..layers.std_conv import StdConv2d
 from ..registry import register_variants
-from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
+from .base import ClassifierHeadMixin, FeatureMixin
 
 __all__ = ["ResNetV2", "PreActBasic", "PreActBottleneck", "ResNetV2Cfg"]
 
@@ -164,7 +164,7 @@ def _make_stem(in_chs: int, out_chs: int, stem_type: str, conv_layer: ConvFn,
     return nn.Sequential(layers), feat
 
 
-class ResNetV2(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
+class ResNetV2(FeatureMixin, ClassifierHeadMixin, nn.Module):
     """Pre-activation ResNet / BiT backbone, final norm-act and a 1x1-conv classifier head.
 
     ``width_factor`` scales every width (BiT ``xN``); ``stem_type``: ``''`` (7x7), ``'fixed'``
@@ -172,6 +172,7 @@ class ResNetV2(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
     ``std_conv_eps`` switches to weight-standardised convs; ``norm_layer`` names the fused
     norm + activation (``'batchnorm'``, ``'groupnorm'``, ``'evonorms0'``, ``'frn'``).
     """
+    feature_cfg = {"feature_cls": "list", "flatten_sequential": True}  # features_only wrapper (visionzoo.features)
 
     def __init__(
         self,
@@ -274,7 +275,7 @@ class ResNetV2(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
         x = self.stages(x)
         return self.norm(x)
 
-    # --- StagedFeaturesMixin hooks: level 0 = last stem conv (stride 2), 1..4 = stage outputs ----
+    # --- FeatureMixin hooks: level 0 = last stem conv (stride 2), 1..4 = stage outputs ----
     # Stage outputs are pre-activation sums; ``norm=True`` applies the final norm-act to the last.
     _norm_is_final = True
 

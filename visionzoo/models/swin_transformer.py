@@ -30,7 +30,7 @@ from ..layers.weight_init import init_weights_vit_style
 from ..layers.window_attention import (WindowAttention, resize_rel_pos_bias_table, shifted_window_mask,
                                        window_partition, window_reverse)
 from ..registry import register_variants
-from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
+from .base import ClassifierHeadMixin, FeatureMixin
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "SwinTransformerStage", "PatchMerging", "SwinCfg",
            "SWIN_CFGS"]
@@ -217,8 +217,9 @@ def _per_stage_windows(window_size: int | Sequence[Any], num_stages: int) -> lis
     raise ValueError(f"window_size {window_size!r} must be an int, (h, w) or one entry per stage")
 
 
-class SwinTransformer(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
+class SwinTransformer(FeatureMixin, ClassifierHeadMixin, nn.Module):
     """Swin Transformer backbone; ``forward_features`` returns an NHWC map."""
+    feature_cfg = {"feature_cls": "list", "flatten_sequential": True}  # features_only wrapper (visionzoo.features)
 
     def __init__(
         self,
@@ -297,7 +298,7 @@ class SwinTransformer(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
         x = self.layers(x)
         return self.norm(x)
 
-    # --- StagedFeaturesMixin hooks: levels = stage outputs, computed NHWC, returned NCHW by default
+    # --- FeatureMixin hooks: levels = stage outputs, computed NHWC, returned NCHW by default
     # ``norm=True`` applies the final norm to the last stage's map.
     _stem_level = False
     _native_fmt = "NHWC"

@@ -20,7 +20,7 @@ from ..layers.activations import LayerType, get_act_layer
 from ..layers.norm import get_norm_layer
 from ..layers.pool import ClassifierHead
 from ..registry import register_variants
-from ._staged import ClassifierHeadMixin, FlatFeaturesMixin
+from .base import ClassifierHeadMixin, FlatFeaturesMixin
 
 __all__ = ["VGG", "VGG_CFGS"]
 
@@ -60,6 +60,7 @@ class VGG(FlatFeaturesMixin, ClassifierHeadMixin, nn.Module):
     Feature levels are the activations just before each max pool (reductions 1..16) and the
     output of the last pool (reduction 32).
     """
+    feature_cfg = {"feature_cls": "list", "flatten_sequential": True}  # features_only wrapper (visionzoo.features)
 
     def __init__(
         self,

@@ -418,6 +418,7 @@ class VisionTransformer(nn.Module):
         pool_include_prefix: ``avg``/``max``/``map`` pooling also sees the prefix tokens.
         weight_init: ``''`` (truncated normal) or ``'skip'`` (leave PyTorch defaults).
     """
+    feature_cfg = {"feature_cls": "getter", "flatten_sequential": False}  # features_only wrapper (visionzoo.features)
 
     def __init__(
         self,

@@ -26,7 +26,7 @@ from ..layers.pool import ClassifierHead
 from ..layers.separable_conv import SeparableConvNormAct
 from ..layers.squeeze_excite import create_attn
 from ..registry import register_variants
-from ._staged import ClassifierHeadMixin, StagedFeaturesMixin
+from .base import ClassifierHeadMixin, FeatureMixin
 
 __all__ = ["VovNet", "VovNetCfg", "VOVNET_CFGS"]
 
@@ -120,8 +120,9 @@ _NORM_ACT_LAYERS: dict[str, dict[str, Any]] = {
 }
 
 
-class VovNet(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
+class VovNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
     """VoVNet(V2): 3-conv stem (reduction 4), then four OSA stages (reductions 4 to 32)."""
+    feature_cfg = {"feature_cls": "list", "flatten_sequential": True}  # features_only wrapper (visionzoo.features)
 
     def __init__(
         self,
@@ -186,7 +187,7 @@ class VovNet(StagedFeaturesMixin, ClassifierHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 
-    # --- StagedFeaturesMixin hooks: level 0 = second stem conv (stride 2), 1..4 = stages --------
+    # --- FeatureMixin hooks: level 0 = second stem conv (stride 2), 1..4 = stages --------
     def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.stem[1](self.stem[0](x))
         return x, x
