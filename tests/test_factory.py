@@ -87,3 +87,26 @@ def test_every_model_builds_on_meta_cheaply():
     with torch.device("meta"):
         m = visionzoo.create_model("resnet152")
     assert next(m.parameters()).is_meta
+
+
+@pytest.mark.parametrize("name", [123, None, b"resnet18", ["resnet18"]])
+def test_model_name_must_be_a_str(name):
+    with pytest.raises(TypeError, match="model_name"):
+        visionzoo.create_model(name)
+
+
+@pytest.mark.parametrize("arg,value", [("in_chans", 0), ("in_chans", -3), ("in_chans", 3.0), ("in_chans", "3"),
+                                       ("in_chans", True), ("num_classes", -1), ("num_classes", 10.5),
+                                       ("num_classes", "10"), ("num_classes", False)])
+def test_bad_counts_are_value_errors_naming_the_argument(arg, value):
+    with pytest.raises(ValueError, match=arg):
+        visionzoo.create_model("resnet18", **{arg: value})
+
+
+def test_valid_counts_still_accepted():
+    import numpy as np
+
+    with torch.device("meta"):
+        m = visionzoo.create_model("resnet18", num_classes=np.int64(0), in_chans=1)
+    assert m.num_classes == 0 and type(m.num_classes) is int
+    assert m.conv1.weight.shape[1] == 1

@@ -41,6 +41,19 @@ def _hub_config(repo_id: str, cache_dir: str | os.PathLike | None) -> dict[str, 
         return json.load(f)
 
 
+def _check_count(kwargs: dict[str, Any], name: str, minimum: int) -> None:
+    """``kwargs[name]`` (if given) must be an integer >= ``minimum``; numpy ints become ``int``."""
+    if name not in kwargs:
+        return
+    value = kwargs[name]
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    value = int(value.__index__())
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    kwargs[name] = value
+
+
 def create_model(
     model_name: str,
     pretrained: bool = False,
@@ -69,10 +82,16 @@ def create_model(
             ``drop_rate``, ``drop_path_rate``, ``features_only``, ``out_indices``, family options.
 
     Raises:
-        RuntimeError: unknown model (with suggestions). ValueError: unknown tag.
-        TypeError: an argument the model does not accept.
+        RuntimeError: unknown model (with suggestions). ValueError: unknown tag, or ``num_classes``
+        / ``in_chans`` not an integer >= 0 / >= 1. TypeError: ``model_name`` not a str, or an
+        argument the model does not accept.
     """
+    if not isinstance(model_name, str):
+        raise TypeError(f"model_name must be a str such as 'resnet50' or 'resnet50.a1_in1k', "
+                        f"got {type(model_name).__name__} {model_name!r}")
     kwargs = {k: v for k, v in kwargs.items() if not (k in _NONE_MEANS_DEFAULT and v is None)}
+    _check_count(kwargs, "num_classes", 0)
+    _check_count(kwargs, "in_chans", 1)
     source, name = parse_model_name(model_name)
     if source == "hf-hub":
         config = _hub_config(name, cache_dir)
