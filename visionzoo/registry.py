@@ -6,6 +6,7 @@ code. A family's module is imported only when one of its entrypoints is asked fo
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import fnmatch
@@ -22,7 +23,8 @@ from .pretrained.cfg import PretrainedCfg
 __all__ = [
     "register_model", "list_models", "list_pretrained", "list_modules", "is_model",
     "model_entrypoint", "get_pretrained_cfg", "split_model_name_tag", "get_arch_pretrained_cfgs",
-    "get_model_module", "register_variants",
+    "get_model_module", "register_variants", "get_pretrained_cfg_value", "get_arch_name", "is_model_pretrained",
+    "is_model_in_modules", "UnknownTagError",
 ]
 
 _CFG_DIR = Path(__file__).parent / "models" / "cfgs"
@@ -127,8 +129,14 @@ def register_variants(module: str, names: Iterable[str], create: Callable[..., A
 
 def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
     """Every tag's cfg of ``arch`` (first = default), or {} for an unknown architecture."""
-    if arch in _runtime_cfgs:
-        return _runtime_cfgs[arch]
+    if arch in _runtime_cfgs:  # copies: the cfgs are mutable mappings
+        out = {}
+        for tag, cfg in _runtime_cfgs[arch].items():
+            cfg = dataclasses.replace(cfg, extra=dict(cfg.extra))
+            cfg.architecture = cfg.architecture or arch
+            cfg.tag = tag if cfg.tag is None else cfg.tag
+            out[tag] = cfg
+        return out
     family = _builtin_index().get(arch)
     if family is None:
         return {}
@@ -173,8 +181,42 @@ def get_pretrained_cfg(model_name: str, allow_unregistered: bool = True) -> Pret
     if not tag:
         return next(iter(cfgs.values()))
     if tag not in cfgs:
-        raise ValueError(f"unknown tag {tag!r} for model {arch!r}; available tags: {', '.join(cfgs)}")
+        raise UnknownTagError(f"unknown tag {tag!r} for model {arch!r}; available tags: {', '.join(cfgs)}")
     return cfgs[tag]
+
+
+class UnknownTagError(ValueError, RuntimeError):
+    """An ``arch.tag`` name whose tag does not exist (a ``RuntimeError`` too, as in the reference)."""
+
+
+def get_pretrained_cfg_value(model_name: str, cfg_key: str) -> Any:
+    """One value of a model's pretrained cfg (``None`` when the cfg does not set it).
+
+    ``model_name`` is ``'arch'`` (default tag) or ``'arch.tag'``; an architecture without any
+    pretrained cfg raises ``RuntimeError``.
+    """
+    cfg = get_pretrained_cfg(model_name, allow_unregistered=False)
+    return cfg.get(cfg_key) if cfg is not None else None
+
+
+def get_arch_name(model_name: str) -> str:
+    """``'resnet50.a1_in1k'`` -> ``'resnet50'``."""
+    return split_model_name_tag(model_name)[0]
+
+
+def is_model_pretrained(model_name: str) -> bool:
+    """True if the architecture, or the given ``arch.tag``, has a weight source."""
+    arch, tag = split_model_name_tag(model_name)
+    cfgs = _arch_tag_cfgs(arch)
+    if tag:
+        return tag in cfgs and cfgs[tag].has_weights
+    return any(c.has_weights for c in cfgs.values())
+
+
+def is_model_in_modules(model_name: str, module_names: str | Sequence[str]) -> bool:
+    """True if the architecture belongs to one of the given families (modules)."""
+    arch = get_arch_name(model_name)
+    return _all_modules().get(arch) in set(_as_list(module_names))
 
 
 def _raise_unknown(name: str) -> None:
@@ -197,12 +239,18 @@ def get_model_module(model_name: str) -> str:
     return mods[arch]
 
 
-def model_entrypoint(model_name: str) -> Callable[..., Any]:
+def model_entrypoint(model_name: str, module_filter: str | None = None) -> Callable[..., Any]:
     """The entrypoint of an architecture, importing its family module on first use.
 
-    Raises ``RuntimeError`` naming the closest existing names for an unknown model.
+    Raises ``RuntimeError`` naming the closest existing names for an unknown model, or when
+    ``module_filter`` is given and the model is not in that family.
     """
     arch, _ = split_model_name_tag(model_name)
+    if module_filter and _all_modules().get(arch) != module_filter:
+        if arch not in _all_modules():
+            _raise_unknown(arch)
+        raise RuntimeError(f"model {model_name!r} is not in module {module_filter!r} (it is in "
+                           f"{_all_modules()[arch]!r})")
     with _lock:
         if arch not in _entrypoints:
             family = _builtin_index().get(arch)
@@ -241,6 +289,9 @@ def list_models(
         module: restrict to these families.
         pretrained: only names with pretrained weights (a tag with a weight source).
         exclude_filters: patterns whose matches are removed.
+        name_matches_cfg: only names that have a pretrained cfg of their own (the cfg's
+            architecture, and tag for ``arch.tag`` names, is the listed name): leaves out
+            architectures registered without any cfg and aliases.
         include_tags: list ``arch.tag`` entries; defaults to ``pretrained``.
     """
     if include_tags is None:
@@ -250,13 +301,18 @@ def list_models(
     archs = [a for a, m in mods.items() if not wanted_modules or m in wanted_modules]
     names: list[str] = []
     for arch in archs:
+        cfgs = _arch_tag_cfgs(arch)
         if include_tags:
-            for tag, cfg in _arch_tag_cfgs(arch).items():
+            for tag, cfg in cfgs.items():
                 if pretrained and not cfg.has_weights:
+                    continue
+                if name_matches_cfg and (cfg.architecture not in (None, arch) or (cfg.tag or tag) != tag):
                     continue
                 names.append(f"{arch}.{tag}")
         else:
-            if pretrained and not any(c.has_weights for c in _arch_tag_cfgs(arch).values()):
+            if pretrained and not any(c.has_weights for c in cfgs.values()):
+                continue
+            if name_matches_cfg and (not cfgs or next(iter(cfgs.values())).architecture not in (None, arch)):
                 continue
             names.append(arch)
     filters = _as_list(filter)

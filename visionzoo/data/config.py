@@ -49,6 +49,8 @@ def resolve_data_config(
     cfg's ``test_input_size`` / ``test_crop_pct`` where given. The channel count follows the
     model's ``in_chans`` when ``mean``/``std`` must be broadcast to another number of channels.
     """
+    if args is not None and not isinstance(args, Mapping):
+        args = vars(args)  # an argparse.Namespace
     args = {k: v for k, v in dict(args or {}).items() if v is not None}
     if pretrained_cfg is None and model is not None:
         pretrained_cfg = getattr(model, "pretrained_cfg", None)
@@ -86,6 +88,8 @@ def resolve_data_config(
 
 
 def resolve_model_data_config(model: nn.Module, args: Mapping[str, Any] | None = None,
-                              use_test_size: bool = False) -> dict[str, Any]:
-    """:func:`resolve_data_config` for a model instance (its ``pretrained_cfg``)."""
-    return resolve_data_config(args, model=model, use_test_size=use_test_size)
+                              pretrained_cfg: PretrainedCfg | Mapping[str, Any] | None = None,
+                              use_test_size: bool = False, verbose: bool = False) -> dict[str, Any]:
+    """:func:`resolve_data_config` for a model instance (its ``pretrained_cfg`` unless one is given)."""
+    return resolve_data_config(args, pretrained_cfg=pretrained_cfg, model=model, use_test_size=use_test_size,
+                               verbose=verbose)

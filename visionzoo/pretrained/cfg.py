@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -14,12 +15,18 @@ IMAGENET_INCEPTION_MEAN = (0.5, 0.5, 0.5)
 IMAGENET_INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
-@dataclass
-class PretrainedCfg:
+@dataclass(eq=False)
+class PretrainedCfg(MutableMapping):
     """Weights location plus the preprocessing and head layout the weights were trained with.
 
     ``first_conv`` and ``classifier`` name modules (or tuples of them) so that loading can adapt
     the input channels and drop/replace the classifier without family-specific code.
+
+    The record is also a mapping, as the reference library's cfg dicts are: ``cfg['input_size']``,
+    ``cfg.get('mean')``, ``'pool_size' in cfg``, ``dict(cfg)`` and ``cfg == {...}`` all work. Its keys
+    are the fields whose value is not ``None`` plus the entries of ``extra`` (keys the dataclass
+    does not model), so ``dict(cfg)`` equals :meth:`to_dict`. Assigning a key sets the field (or
+    an ``extra`` entry); deleting one resets a field to ``None``.
     """
 
     architecture: str | None = None
@@ -88,6 +95,57 @@ class PretrainedCfg:
 
     def replace(self, **changes: Any) -> "PretrainedCfg":
         return merge_cfg(self, changes)
+
+    # -- mapping view -------------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        if key in _FIELD_NAMES:
+            value = getattr(self, key)
+            if value is not None:
+                return value
+        elif key in self.extra:
+            return self.extra[key]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        for name in _FIELD_NAMES:
+            if getattr(self, name) is not None:
+                yield name
+        yield from self.extra
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, key: object) -> bool:
+        if key in _FIELD_NAMES:
+            return getattr(self, key) is not None  # type: ignore[arg-type]
+        return key in self.extra
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _FIELD_NAMES:
+            setattr(self, key, _tuplify(value))
+        elif key == "extra":
+            raise KeyError("'extra' is not a cfg key; set its entries as keys")
+        else:
+            self.extra[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key in _FIELD_NAMES and getattr(self, key) is not None:
+            setattr(self, key, None)
+        elif key in self.extra:
+            del self.extra[key]
+        else:
+            raise KeyError(key)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# the dataclass fields that are mapping keys ("extra" holds further keys itself)
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(PretrainedCfg) if f.name != "extra")
 
 
 def _tuplify(v: Any) -> Any:

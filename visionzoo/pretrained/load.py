@@ -14,7 +14,7 @@ import torch.nn as nn
 from .cfg import PretrainedCfg
 from .sources import resolve_weights_file
 
-__all__ = ["load_state_dict_file", "load_checkpoint", "load_pretrained", "adapt_input_conv",
+__all__ = ["load_state_dict_file", "load_checkpoint", "resume_checkpoint", "load_pretrained", "adapt_input_conv",
            "CheckpointError", "clean_state_dict", "load_into_model", "LoadReport"]
 
 _logger = logging.getLogger(__name__)
@@ -129,15 +129,83 @@ def load_into_model(model: nn.Module, sd: Mapping[str, torch.Tensor], strict: bo
     model.load_state_dict(sd, strict=False)
 
 
-def load_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, use_ema: bool = False,
-                    strict: bool = True, filter_fn: FilterFn | None = None) -> None:
-    """Load a full training checkpoint or plain state_dict into an existing model."""
+def _remap_by_order(sd: Mapping[str, torch.Tensor], model: nn.Module) -> StateDict:
+    """Give the checkpoint's tensors the model's keys, pairing both in order (shapes must agree)."""
+    own = model.state_dict()
+    if len(sd) != len(own):
+        raise CheckpointError(f"remap: checkpoint has {len(sd)} entries, model {len(own)}")
+    out: StateDict = {}
+    for (key, mine), (ck_key, value) in zip(own.items(), sd.items()):
+        if tuple(mine.shape) != tuple(value.shape):
+            raise CheckpointError(f"remap: {ck_key} {tuple(value.shape)} does not fit {key} {tuple(mine.shape)}")
+        out[key] = value
+    return out
+
+
+def load_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, use_ema: bool = True,
+                    device: str | torch.device = "cpu", strict: bool = True, remap: bool = False,
+                    filter_fn: FilterFn | None = None) -> Any:
+    """Load a full training checkpoint or plain state_dict into an existing model.
+
+    Same signature as the reference library's. ``use_ema`` takes the EMA weights
+    (``state_dict_ema`` / ``model_ema``) when the checkpoint has them; ``device`` is where the
+    file's tensors are read to before being copied into the model; ``remap`` pairs the
+    checkpoint's tensors with the model's keys by order (for renamed but identically laid-out
+    models); ``filter_fn(state_dict, model)`` rewrites the state_dict first. Foreign layouts that
+    visionzoo knows (see :mod:`visionzoo.convert`) are converted. Returns the ``missing_keys`` /
+    ``unexpected_keys`` named tuple of ``load_state_dict``; a mismatch under ``strict`` raises
+    :class:`CheckpointError` listing the keys and shapes.
+    """
     from ..convert import maybe_convert
 
-    sd = maybe_convert(clean_state_dict(load_state_dict_file(checkpoint_path), use_ema=use_ema), model)
+    sd = clean_state_dict(load_state_dict_file(checkpoint_path), use_ema=use_ema)
+    if str(device) != "cpu":
+        sd = {k: v.to(device) for k, v in sd.items()}
+    if remap:
+        sd = _remap_by_order(sd, model)
+    else:
+        sd = maybe_convert(sd, model)
     if filter_fn is not None:
         sd = filter_fn(sd, model)
     load_into_model(model, sd, strict=strict, name=f"checkpoint {checkpoint_path}")
+    own = model.state_dict()
+    return nn.modules.module._IncompatibleKeys([k for k in own if k not in sd], [k for k in sd if k not in own])
+
+
+def resume_checkpoint(model: nn.Module, checkpoint_path: str | os.PathLike, optimizer: Any = None,
+                      loss_scaler: Any = None, log_info: bool = True) -> int | None:
+    """Restore model (and optimizer / loss scaler) state from a training checkpoint.
+
+    Same signature as the reference library's. Reads the model weights (``state_dict``), the
+    ``optimizer`` state into ``optimizer`` and the scaler state into ``loss_scaler`` (under its
+    ``state_dict_key``, else ``scaler`` / ``amp_scaler``). Returns the epoch to resume at: the
+    epoch after the last completed one for visionzoo training checkpoints (and the reference's
+    ``version`` 2 ones), or ``None`` for a checkpoint without an epoch (plain weights).
+    """
+    ckpt = load_state_dict_file(checkpoint_path)
+    sd = clean_state_dict(ckpt, use_ema=False)
+    load_into_model(model, sd, strict=True, name=f"checkpoint {checkpoint_path}")
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
+        if log_info:
+            print(f"Loaded weights from {checkpoint_path} (no training state)")
+        return None
+    if optimizer is not None and ckpt.get("optimizer") is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if loss_scaler is not None:
+        for key in (getattr(loss_scaler, "state_dict_key", None), "scaler", "amp_scaler"):
+            if key and ckpt.get(key) is not None:
+                loss_scaler.load_state_dict(ckpt[key])
+                break
+    epoch = ckpt.get("epoch")
+    if epoch is None:
+        return None
+    resume_epoch = int(epoch)
+    fmt = ckpt.get("format")
+    if (isinstance(fmt, str) and fmt.startswith("visionzoo.train")) or int(ckpt.get("version", 0) or 0) > 1:
+        resume_epoch += 1  # the checkpoint holds the last completed epoch
+    if log_info:
+        print(f"Loaded checkpoint {checkpoint_path} (epoch {epoch})")
+    return resume_epoch
 
 
 def _summarize_keys(keys: list[str], limit: int = 6) -> str:
