@@ -3,6 +3,11 @@
 Downloads go to ``<name>.partial`` beside the cache entry and are renamed into place only once
 complete (and verified when a hash is known), so an interrupted download never leaves a file that
 looks valid; a later call resumes the partial file with an HTTP Range request.
+
+A URL download holds an inter-process file lock (``<name>.lock``, the ``filelock`` package that
+huggingface_hub also uses for its cache) from the cache check to the rename: when several
+processes (DDP ranks) ask for the same file at once, one downloads and the others wait, then
+reuse the finished file, and a partial file never has two writers.
 """
 from __future__ import annotations
 
@@ -72,14 +77,27 @@ def download_url(
     A file already in place is returned as is. ``sha256`` (full or a prefix) is checked; without
     it, a hash prefix in the file name is used when ``check_hash``. A mismatch deletes the
     download and raises :class:`HashMismatchError`; network failures raise ``ConnectionError``
-    with the URL, keeping the partial file for resuming.
+    with the URL, keeping the partial file for resuming. Concurrent calls for the same file (from
+    any process) download it once: the others wait on ``<name>.lock`` and return the result.
     """
+    from filelock import FileLock
+
     name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
     dst = Path(dst_dir) if dst_dir is not None else get_cache_dir() / "checkpoints"
     dst.mkdir(parents=True, exist_ok=True)
     final = dst / name
     if final.exists():
         return final
+    with FileLock(str(dst / (name + ".lock"))):
+        if final.exists():  # another process finished it while this one waited
+            return final
+        return _download_locked(url, dst, name, sha256, check_hash, progress, timeout)
+
+
+def _download_locked(url: str, dst: Path, name: str, sha256: str | None, check_hash: bool, progress: bool,
+                     timeout: float) -> Path:
+    """The body of :func:`download_url`, run while holding the file's lock."""
+    final = dst / name
     expected = sha256 or (hash_prefix_from_name(name) if check_hash else None)
     partial = dst / (name + ".partial")
     offset = partial.stat().st_size if partial.exists() else 0
