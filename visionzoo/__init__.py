@@ -6,7 +6,8 @@ The public API is small; everything is imported lazily so ``import visionzoo`` s
   :func:`is_model`, :func:`model_entrypoint`, :func:`get_pretrained_cfg`, :func:`register_model`
 * weights: :func:`load_checkpoint`, :class:`PretrainedCfg`
 * data: :func:`resolve_data_config`, :func:`resolve_model_data_config`, :func:`create_transform`
-* layer flags: :func:`set_layer_config`
+* layer flags: :func:`set_layer_config`, :func:`set_scriptable` / :func:`set_exportable` /
+  :func:`set_no_jit` and their ``is_*`` getters; :func:`freeze_batch_norm_2d`
 * tools: :func:`optimize` (fast CPU inference), :func:`benchmark`, :func:`select` (model choice)
 """
 from __future__ import annotations
@@ -25,12 +26,27 @@ _EXPORTS = {
     "model_entrypoint": "visionzoo.registry",
     "get_pretrained_cfg": "visionzoo.registry",
     "register_model": "visionzoo.registry",
+    "get_pretrained_cfg_value": "visionzoo.registry",
+    "get_arch_pretrained_cfgs": "visionzoo.registry",
+    "split_model_name_tag": "visionzoo.registry",
+    "is_model_pretrained": "visionzoo.registry",
     "load_checkpoint": "visionzoo.pretrained.load",
+    "resume_checkpoint": "visionzoo.pretrained.load",
     "PretrainedCfg": "visionzoo.pretrained.cfg",
     "resolve_data_config": "visionzoo.data.config",
     "resolve_model_data_config": "visionzoo.data.config",
     "create_transform": "visionzoo.data.transforms",
     "set_layer_config": "visionzoo.layers.config",
+    "set_scriptable": "visionzoo.layers.config",
+    "set_exportable": "visionzoo.layers.config",
+    "set_no_jit": "visionzoo.layers.config",
+    "is_scriptable": "visionzoo.layers.config",
+    "is_exportable": "visionzoo.layers.config",
+    "is_no_jit": "visionzoo.layers.config",
+    "freeze_batch_norm_2d": "visionzoo.layers.frozen_bn",
+    "unfreeze_batch_norm_2d": "visionzoo.layers.frozen_bn",
+    "FrozenBatchNorm2d": "visionzoo.layers.frozen_bn",
+    "FrozenBatchNormAct2d": "visionzoo.layers.frozen_bn",
     "FeatureListNet": "visionzoo.features",
     "optimize": "visionzoo.inference",
     "benchmark": "visionzoo.bench.measure",
