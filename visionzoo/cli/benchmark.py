@@ -6,11 +6,16 @@ import json
 import sys
 from typing import Any
 
+from .completion import model_completer, set_completer
+from .errors import Interrupted
+
 
 def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", nargs="+", metavar="MODEL|FILTER",
-                   help="model names (resnet50, resnet50.a1_in1k) or wildcard filters ('convnext_*')")
-    p.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN", help="drop models matching these")
+    set_completer(p.add_argument("models", nargs="+", metavar="MODEL|FILTER",
+                                 help="model names (resnet50, resnet50.a1_in1k) or wildcard filters ('convnext_*')"),
+                  model_completer())
+    set_completer(p.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN",
+                                 help="drop models matching these"), model_completer())
     p.add_argument("--batch-size", "-b", type=int, default=1,
                    help="inference batch size; latency = time of one batch (default 1)")
     p.add_argument("--train-batch-size", type=int, default=None, help="training batch size (default: --batch-size)")
@@ -30,7 +35,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="append results to this .csv / .json / .jsonl as they complete")
     p.add_argument("--no-cache", action="store_true", help="do not store results in the measurement cache")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON array of records")
 
 
 def _row(r: dict[str, Any]) -> dict[str, str]:
@@ -72,7 +77,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         print(format_table([_row(r) for r in results]))
     if args.out and results:
         print(f"# results appended to {args.out}", file=sys.stderr)
-    if interrupted:
-        print(f"interrupted: {len(results)} model(s) measured and kept", file=sys.stderr)
-        return 130
+    if interrupted:  # main prints the one line and exits 130
+        kept = [w for w, on in (("the cache", not args.no_cache), (args.out, bool(args.out))) if on]
+        raise Interrupted(f"{len(results)} model(s) measured" + (f" and kept in {' and '.join(kept)}" if kept else ""))
     return 1 if results and all(r.get("error") for r in results) else 0

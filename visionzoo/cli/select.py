@@ -6,6 +6,8 @@ import csv
 import json
 import sys
 
+from .completion import model_completer, set_completer
+
 
 def add_select_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("limits")
@@ -29,8 +31,10 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--repeats", type=int, default=5, help="timed inference calls at least (default 5)")
     c.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls at least (default 0.5)")
     s = p.add_argument_group("candidates and output")
-    s.add_argument("--models", nargs="*", default=[], metavar="FILTER", help="only these (wildcards on arch or arch.tag)")
-    s.add_argument("--exclude", nargs="*", default=[], metavar="FILTER", help="drop these")
+    set_completer(s.add_argument("--models", nargs="*", default=[], metavar="FILTER",
+                                 help="only these (wildcards on arch or arch.tag)"), model_completer())
+    set_completer(s.add_argument("--exclude", nargs="*", default=[], metavar="FILTER", help="drop these"),
+                  model_completer())
     s.add_argument("--pretrain", nargs="*", default=[], help="only these pre-training sets, e.g. in1k in21k")
     s.add_argument("--cost", default="latency", choices=("latency", "train-step", "train-memory", "gmacs", "params"),
                    help="x axis of the Pareto front (default latency)")
@@ -48,7 +52,7 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--out", default=None, metavar="FILE", help="write every candidate to a .csv or .json file")
     s.add_argument("--robustness", action="store_true", help="show ImageNet-ReaL/v2/Sketch/A/R top-1 columns")
     s.add_argument("--no-chart", action="store_true", help="no text chart")
-    s.add_argument("--json", action="store_true", help="print the candidates as JSON")
+    s.add_argument("--json", action="store_true", help="print the candidates as one JSON array of records")
     s.add_argument("--no-progress", action="store_true")
 
 

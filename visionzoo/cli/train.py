@@ -2,11 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 
+from .completion import model_completer, set_completer
+from .errors import Interrupted
+
 __all__ = ["add_train_arguments", "run_train", "config_from_args"]
+
+# Choices of the training modules, repeated here so that building the parser does not import torch
+# (tests/test_cli_unix.py checks they equal visionzoo.train's and visionzoo.data's).
+HEADS = ("linear", "mlp")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "nadam", "radam", "rmsprop", "lamb", "adagrad")
+SCHEDULES = ("cosine", "step", "const")
+INTERPOLATIONS = ("bicubic", "bilinear", "box", "hamming", "lanczos", "nearest")
 
 
 def _amp_choice(value: str) -> str:
@@ -19,14 +31,10 @@ def _amp_choice(value: str) -> str:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``visionzoo train`` (names match :class:`visionzoo.train.TrainConfig` fields)."""
-    from ..data.transforms import PIL_INTERP
-    from ..train.model import HEADS
-    from ..train.optim import OPTIMIZERS
-    from ..train.scheduler import SCHEDULES
-
     p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     g = p.add_argument_group("model")
-    g.add_argument("--model", "-m", required=True, help="architecture name, e.g. resnet18 or resnet50.a1_in1k")
+    set_completer(g.add_argument("--model", "-m", required=True,
+                                 help="architecture name, e.g. resnet18 or resnet50.a1_in1k"), model_completer())
     g.add_argument("--pretrained", action="store_true", help="start from the model's pretrained weights")
     g.add_argument("--initial-checkpoint", default=None, metavar="PATH", help="start from these weights")
     g.add_argument("--num-classes", type=int, default=None,
@@ -51,7 +59,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-split", type=float, default=0.1, help="validation fraction when DIR has no val/ folder")
     g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     g.add_argument("--crop-pct", type=float, default=None, help="eval center-crop fraction")
-    g.add_argument("--interpolation", choices=sorted(PIL_INTERP), default=None)
+    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=None)
     g.add_argument("--mean", type=float, nargs="+", default=None)
     g.add_argument("--std", type=float, nargs="+", default=None)
     g.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area range")
@@ -98,6 +106,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress bars")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
+    g.add_argument("--json", action="store_true",
+                   help="stdout holds only the final JSON object; the progress log goes to stderr")
 
 
 def config_from_args(args: argparse.Namespace) -> "TrainConfig":  # noqa: F821
@@ -116,7 +126,14 @@ def config_from_args(args: argparse.Namespace) -> "TrainConfig":  # noqa: F821
 def run_train(args: argparse.Namespace) -> int:
     from ..train.engine import train
 
-    result = train(config_from_args(args))
+    cfg = config_from_args(args)
+    log_to = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    try:
+        with log_to:
+            result = train(cfg)
+    except KeyboardInterrupt as e:  # every finished epoch is already in OUTPUT/last.pth
+        where = f"{cfg.output}/last.pth" if cfg.output else "last.pth of the run directory logged at the start"
+        raise Interrupted(f"finished epochs are saved in {where}; continue with --resume") from e
     if os.environ.get("RANK", "0") == "0" and result is not None:
         keys = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "best_top1", "output")
         print(json.dumps({k: result[k] for k in keys if k in result}))

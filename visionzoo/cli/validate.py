@@ -7,15 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .completion import model_completer, set_completer
+from .train import HEADS
+
 __all__ = ["add_validate_arguments", "run_validate", "validate"]
 
 
 def add_validate_arguments(p: argparse.ArgumentParser) -> None:
-    from ..train.model import HEADS
-
     p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    p.add_argument("--model", "-m", default=None,
-                   help="architecture (optional with a training checkpoint, which records it)")
+    set_completer(p.add_argument("--model", "-m", default=None,
+                                 help="architecture (optional with a training checkpoint, which records it)"),
+                  model_completer())
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="a visionzoo training checkpoint (last.pth, model_best.pth) or a weights file")
     p.add_argument("--pretrained", action="store_true", help="use the model's pretrained weights")
@@ -35,6 +37,8 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default="none", choices=("none", "bfloat16", "float16"))
     p.add_argument("--device", default=None)
     p.add_argument("--results-file", default=None, metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="stdout holds only the JSON result (it is printed as JSON either way; progress goes to stderr)")
 
 
 def _eval_dir(args: argparse.Namespace) -> Path:
@@ -130,7 +134,11 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    result = validate(args)
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = validate(args)
     if os.environ.get("RANK", "0") == "0":
         text = json.dumps(result)
         print(text)
