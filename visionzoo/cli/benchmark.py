@@ -75,7 +75,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
               f"{', channels_last' if r0['channels_last'] else ''}; inference batch {args.batch_size}, "
               f"training batch {args.train_batch_size or args.batch_size}; times are medians ± half the IQR")
         print(format_table([_row(r) for r in results]))
-    if args.out and results:
+    if args.out and results and not interrupted:  # on Ctrl-C the one "interrupted" line says it
         print(f"# results appended to {args.out}", file=sys.stderr)
     if interrupted:  # main prints the one line and exits 130
         kept = [w for w, on in (("the cache", not args.no_cache), (args.out, bool(args.out))) if on]
