@@ -302,3 +302,23 @@ def test_cli_choice_lists_match_the_library():
     assert cli_train.SCHEDULES == tuple(SCHEDULES) and cli_train.INTERPOLATIONS == tuple(sorted(PIL_INTERP))
     assert cli_export.FORMATS == tuple(export_mod.FORMATS)
     assert (cli_export.DEFAULT_ATOL, cli_export.DEFAULT_RTOL) == (export_mod.DEFAULT_ATOL, export_mod.DEFAULT_RTOL)
+
+
+def test_docs_cover_every_command_and_option():
+    """docs/cli.md documents each command and each of its options; result commands have --json."""
+    import argparse
+
+    from visionzoo.cli.main import COMMANDS, build_parser
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    subparsers = build_parser().get_default("_subparsers")
+    assert set(subparsers) == set(COMMANDS)
+    for name, sp in subparsers.items():
+        assert f"### `visionzoo {name}`" in doc, name
+        section = doc.split(f"### `visionzoo {name}`", 1)[1].split("\n### ", 1)[0]
+        options = [o for a in sp._actions if a.help != argparse.SUPPRESS for o in a.option_strings if o.startswith("--")]
+        missing = [o for o in options if f"`{o}" not in section and o != "--help"]
+        assert not missing, f"docs/cli.md, visionzoo {name}: options not documented: {missing}"
+        assert "--json" in options, f"visionzoo {name} has no --json"
+    for code in ("| 0 |", "| 1 |", "| 2 |", "| 130 |"):
+        assert code in doc

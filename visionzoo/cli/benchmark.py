@@ -20,7 +20,7 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
                    help="inference batch size; latency = time of one batch (default 1)")
     p.add_argument("--train-batch-size", type=int, default=None, help="training batch size (default: --batch-size)")
     p.add_argument("--img-size", type=int, default=None, help="square input size (default: each model's own)")
-    p.add_argument("--mode", choices=("infer", "train", "both"), default="both")
+    p.add_argument("--mode", choices=("infer", "train", "both"), default="both", help="what to time (default both)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="bfloat16: model cast for inference, autocast for training")

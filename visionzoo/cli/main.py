@@ -87,7 +87,8 @@ def _say(line: str) -> None:
 
 
 def _one_line(e: BaseException) -> str:
-    lines = [s.strip() for s in str(e).splitlines() if s.strip()]
+    # errors may carry their command-line wording (e.g. '--checkpoint' for 'checkpoint_path=')
+    lines = [s.strip() for s in str(getattr(e, "cli_message", None) or e).splitlines() if s.strip()]
     text = "; ".join(lines)
     if len(text) > 400:
         text = f"{lines[0][:400]} [{len(lines) - 1} more line(s); --debug shows all]"

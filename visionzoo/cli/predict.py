@@ -23,7 +23,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=5, help="classes to show per image")
     p.add_argument("--checkpoint", default=None, help="local checkpoint instead of the tag's pretrained weights")
     p.add_argument("--no-pretrained", action="store_true", help="random weights (for testing the pipeline)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--optimize", action="store_true", help="use visionzoo.optimize (BN folding, channels-last, ...)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
     p.add_argument("--long-names", action="store_true", help="full WordNet synonyms instead of short class names")

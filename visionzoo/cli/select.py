@@ -25,8 +25,9 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--train-batch-size", type=int, default=32, help="training batch size (default 32)")
     c.add_argument("--threads", type=int, default=None, help="torch threads, e.g. 2 for a 2-core budget")
     c.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    c.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    c.add_argument("--channels-last", action="store_true")
+    c.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="precision measured (default float32)")
+    c.add_argument("--channels-last", action="store_true", help="measure in NHWC memory format")
     c.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
     c.add_argument("--repeats", type=int, default=5, help="timed inference calls at least (default 5)")
     c.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls at least (default 0.5)")
@@ -53,7 +54,7 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--robustness", action="store_true", help="show ImageNet-ReaL/v2/Sketch/A/R top-1 columns")
     s.add_argument("--no-chart", action="store_true", help="no text chart")
     s.add_argument("--json", action="store_true", help="print the candidates as one JSON array of records")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar while measuring")
 
 
 def run_select(args: argparse.Namespace) -> int:

@@ -59,9 +59,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-split", type=float, default=0.1, help="validation fraction when DIR has no val/ folder")
     g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     g.add_argument("--crop-pct", type=float, default=None, help="eval center-crop fraction")
-    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=None)
-    g.add_argument("--mean", type=float, nargs="+", default=None)
-    g.add_argument("--std", type=float, nargs="+", default=None)
+    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=None, help="resize filter (default: the model's)")
+    g.add_argument("--mean", type=float, nargs="+", default=None,
+                   help="normalisation mean per channel (default: the model's)")
+    g.add_argument("--std", type=float, nargs="+", default=None,
+                   help="normalisation std per channel (default: the model's)")
     g.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area range")
     g.add_argument("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), help="random-resized-crop aspect range")
     g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
@@ -69,23 +71,23 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", "-j", type=int, default=2, help="DataLoader worker processes per process")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--epochs", type=int, default=10, help="total epochs (a resumed run counts the finished ones)")
     g.add_argument("--batch-size", "-b", type=int, default=32, help="batch size per process")
-    g.add_argument("--opt", choices=OPTIMIZERS, default="adamw")
+    g.add_argument("--opt", choices=OPTIMIZERS, default="adamw", help="optimizer")
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     g.add_argument("--weight-decay", "--wd", type=float, default=0.05,
                    help="weight decay (never applied to norms, biases, position embeddings)")
-    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (momentum / nesterov)")
     g.add_argument("--layer-decay", type=float, default=None,
                    help="layer-wise LR decay: block i of L trains at lr*decay**(L-1-i)")
     g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm")
-    g.add_argument("--sched", choices=SCHEDULES, default="cosine")
+    g.add_argument("--sched", choices=SCHEDULES, default="cosine", help="learning-rate schedule after warmup")
     g.add_argument("--warmup", type=float, default=0.0, help="warmup epochs (fractions allowed)")
     g.add_argument("--warmup-lr-factor", type=float, default=0.01, help="warmup starts at lr*factor")
-    g.add_argument("--min-lr", type=float, default=0.0)
+    g.add_argument("--min-lr", type=float, default=0.0, help="cosine schedule: final learning rate")
     g.add_argument("--decay-epochs", type=float, default=30.0, help="step schedule: epochs between decays")
     g.add_argument("--decay-rate", type=float, default=0.1, help="step schedule: LR factor per decay")
-    g.add_argument("--label-smoothing", "--smoothing", type=float, default=0.0)
+    g.add_argument("--label-smoothing", "--smoothing", type=float, default=0.0, help="label smoothing of the loss")
     g.add_argument("--mixup", type=float, nargs="?", const=0.8, default=0.0, help="mixup alpha (0 = off)")
     g.add_argument("--cutmix", type=float, nargs="?", const=1.0, default=0.0, help="cutmix alpha (0 = off)")
     g.add_argument("--mixup-prob", type=float, default=1.0, help="probability a batch is mixed")
@@ -93,7 +95,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", type=_amp_choice, nargs="?", const="bfloat16", default="none",
                    help="autocast dtype: bfloat16 (CPU or GPU), float16 (GPU, with loss scaling) or none")
     g.add_argument("--ema", action="store_true", help="keep and evaluate an EMA of the weights")
-    g.add_argument("--ema-decay", type=float, default=0.999)
+    g.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay per step")
 
     g = p.add_argument_group("run")
     g.add_argument("--output", "-o", default=None, metavar="DIR",
@@ -101,7 +103,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue from a training checkpoint; 'auto' = OUTPUT/last.pth when it exists")
     g.add_argument("--keep-checkpoints", type=int, default=0, help="also keep the newest N checkpoint-<epoch>.pth")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--seed", type=int, default=42, help="seed of weights init, data order and augmentation")
     g.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress bars")

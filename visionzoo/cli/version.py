@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 from typing import Any
 
 __all__ = ["add_version_arguments", "run_version", "version_info"]
