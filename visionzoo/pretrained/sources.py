@@ -16,6 +16,9 @@ import http.client
 import os
 import re
 import shutil
+import socket
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,14 +29,89 @@ from tqdm.auto import tqdm
 from .cfg import PretrainedCfg
 
 __all__ = ["get_cache_dir", "download_url", "resolve_weights_file", "WeightsNotFoundError",
-           "HashMismatchError", "hash_prefix_from_name"]
+           "HashMismatchError", "hash_prefix_from_name", "offline_mode", "offline_tags"]
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")
 _CHUNK = 1 << 20
 
 
 class WeightsNotFoundError(FileNotFoundError):
-    """No source of a pretrained cfg could provide its weights."""
+    """No source of a pretrained cfg could provide its weights.
+
+    ``cli_message`` (when set) is the same error in command-line words (``--checkpoint``,
+    ``--model arch.tag``), one line; the CLI prints it instead of the Python-API wording.
+    """
+
+    cli_message: str | None = None
+
+
+_PROBE_TIMEOUT = 3.0  # seconds for one "can this host be reached at all" check
+_PROBE_TTL = 60.0  # a failed check is trusted this long before trying again
+_probe_cache: dict[tuple[str, int], tuple[float, str | None]] = {}
+_probe_lock = threading.Lock()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def offline_mode(hub: bool = False) -> str | None:
+    """Why downloads are off, or None: ``VISIONZOO_OFFLINE`` turns off every download,
+    ``HF_HUB_OFFLINE`` (``hub=True``) those from the Hugging Face Hub."""
+    if _env_flag("VISIONZOO_OFFLINE"):
+        return "VISIONZOO_OFFLINE is set"
+    if not hub:
+        return None
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    # read from the environment when huggingface_hub was imported, as huggingface_hub itself does
+    return "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
+
+
+def _connect_target(url: str) -> tuple[str, int]:
+    """The (host, port) a request for ``url`` connects to first: its proxy, if one applies."""
+    parts = urllib.parse.urlparse(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urllib.parse.urlparse(proxy if "://" in proxy else "http://" + proxy)
+        return p.hostname or host, p.port or 80
+    return host, port
+
+
+def _unreachable(url: str) -> str | None:
+    """None when a TCP connection to ``url``'s host (or proxy) opens within a few seconds, else why not.
+
+    Runs in a thread, so a hanging DNS lookup cannot hold the caller longer than the timeout;
+    a failure is remembered for a minute (one check per process and host, not one per file).
+    """
+    target = _connect_target(url)
+    now = time.monotonic()
+    with _probe_lock:
+        hit = _probe_cache.get(target)
+        if hit is not None and now - hit[0] < _PROBE_TTL:
+            return hit[1]
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(target, timeout=_PROBE_TIMEOUT).close()
+            result.append(None)
+        except OSError as e:
+            result.append(f"{type(e).__name__}: {e}")
+
+    t = threading.Thread(target=probe, daemon=True, name="visionzoo-net-probe")
+    t.start()
+    t.join(_PROBE_TIMEOUT + 0.5)
+    reason = result[0] if result else f"no answer within {_PROBE_TIMEOUT:.0f} s"
+    if reason is not None:
+        reason = f"cannot reach {target[0]}:{target[1]} ({reason})"
+        with _probe_lock:
+            _probe_cache[target] = (now, reason)
+    return reason
 
 
 class HashMismatchError(ValueError):
@@ -88,6 +166,9 @@ def download_url(
     final = dst / name
     if final.exists():
         return final
+    why = offline_mode() or _unreachable(url)
+    if why:
+        raise ConnectionError(f"download of {url} skipped: {why}")
     with FileLock(str(dst / (name + ".lock"))):
         if final.exists():  # another process finished it while this one waited
             return final
@@ -163,9 +244,9 @@ def _hub_download(repo_id: str, filename: str | None, cache_dir: str | os.PathLi
             return Path(hf_hub_download(repo_id, fname, cache_dir=cache_dir, local_files_only=True))
         except (EntryNotFoundError, OSError):  # not cached (LocalEntryNotFoundError is both)
             pass
-    if constants.HF_HUB_OFFLINE:
-        raise WeightsNotFoundError(f"hub repo {repo_id!r}: none of {names} is in the Hugging Face cache and "
-                                   "HF_HUB_OFFLINE is set")
+    why = offline_mode(hub=True) or _unreachable(constants.ENDPOINT)
+    if why:  # no hub retries with back-off when the hub cannot answer anyway
+        raise WeightsNotFoundError(f"hub repo {repo_id!r}: not in the Hugging Face cache and {why}")
     errors = []
     for fname in names:
         try:
@@ -186,8 +267,49 @@ def _hub_download(repo_id: str, filename: str | None, cache_dir: str | os.PathLi
 
 def _no_network(e: Exception) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return (f"{type(e).__name__}: {msg} (no network? pass pretrained_cfg_overlay=dict(file=PATH) "
-            "to load a local copy)")
+    return f"{type(e).__name__}: {msg} (no network?)"
+
+
+def _available_locally(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None) -> bool:
+    """True when ``cfg``'s weights can be had without a network (no hash checks: cheap)."""
+    if cfg.file and Path(cfg.file).expanduser().is_file():
+        return True
+    if cfg.package:
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(cfg.package)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            if (Path(next(iter(spec.submodule_search_locations))) / (cfg.package_file or "")).is_file():
+                return True
+    if cfg.hf_hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for fname in [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]:
+                hit = try_to_load_from_cache(cfg.hf_hub_id, fname, cache_dir=hub_cache_dir(cache_dir))
+                if isinstance(hit, str):
+                    return True
+        except Exception:  # noqa: BLE001 - a damaged cache is simply "not available"
+            pass
+    if cfg.url:
+        name = os.path.basename(urllib.parse.urlparse(cfg.url).path)
+        root = Path(cache_dir) if cache_dir is not None else Path(
+            os.environ.get("VISIONZOO_CACHE") or Path.home() / ".cache" / "visionzoo")
+        if name and (root / "checkpoints" / name).is_file():
+            return True
+    return False
+
+
+def offline_tags(arch: str, cache_dir: str | os.PathLike | None = None) -> list[str]:
+    """``arch.tag`` names of ``arch`` whose weights are on this machine (file, installed package,
+    Hugging Face cache or URL cache), default tag first."""
+    from ..registry import get_arch_pretrained_cfgs
+
+    return [f"{arch}.{tag}" for tag, cfg in get_arch_pretrained_cfgs(arch).items()
+            if _available_locally(cfg, cache_dir)]
 
 
 def package_file(package: str, relpath: str, sha256: str | None = None) -> Path:
@@ -234,7 +356,21 @@ def resolve_weights_file(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None
     name = f"{cfg.architecture}.{cfg.tag}" if cfg.architecture else "model"
     if not tried:
         raise WeightsNotFoundError(f"{name} has no weight source (no file, package, hf_hub_id or url in its cfg)")
-    raise WeightsNotFoundError(f"could not get weights for {name}:\n  - " + "\n  - ".join(tried))
+    others = [t for t in offline_tags(cfg.architecture, cache_dir) if t != name] if cfg.architecture else []
+    why = "; ".join(dict.fromkeys(r for t in tried for r in ("VISIONZOO_OFFLINE is set", "HF_HUB_OFFLINE is set")
+                                  if r in t))
+    if any("cannot reach" in t for t in tried):
+        why = f"{why}; no network" if why else "no network"
+    offline = f"available offline: {', '.join(others)}" if others else \
+        f"no other tag of {cfg.architecture} is available offline"
+    err = WeightsNotFoundError(
+        f"could not get weights for {name}{' (' + why + ')' if why else ''}:\n  - " + "\n  - ".join(tried)
+        + f"\n{offline}; or load a local file with pretrained_cfg_overlay=dict(file=PATH) or checkpoint_path=PATH")
+    first = tried[0].splitlines()[0]
+    err.cli_message = (f"could not get weights for {name} ({why or first[:160]}); {offline}"
+                       + (f" (--model {others[0]})" if others else "")
+                       + "; or load a local file with --checkpoint PATH")
+    raise err
 
 
 def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
