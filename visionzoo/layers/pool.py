@@ -134,6 +134,16 @@ class NormMlpClassifierHead(nn.Module):
             self.global_pool = SelectAdaptivePool2d(pool_type)
             self.flatten = nn.Flatten(1) if pool_type else nn.Identity()
             self.use_conv = not pool_type
+            fc = getattr(self.pre_logits, "fc", None)
+            if fc is not None and isinstance(fc, nn.Conv2d) != self.use_conv:
+                # unpooled maps need the hidden layer as a 1x1 conv (pooled vectors as a linear): same weights
+                kw = dict(device=fc.weight.device, dtype=fc.weight.dtype)
+                new = nn.Conv2d(self.in_features, self.hidden_size, 1, **kw) if self.use_conv \
+                    else nn.Linear(self.in_features, self.hidden_size, **kw)
+                with torch.no_grad():
+                    new.weight.copy_(fc.weight.reshape(new.weight.shape))
+                    new.bias.copy_(fc.bias)
+                self.pre_logits.fc = new
         self.fc = self._make_fc(num_classes)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

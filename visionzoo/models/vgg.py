@@ -122,6 +122,10 @@ class VGG(FlatFeaturesMixin, ClassifierHeadMixin, nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.num_classes == 0 and self.head.global_pool.is_identity():
+            # no pool, no classifier (reset_classifier(0, '')): fc6's 7x7 window would itself pool
+            # the map to 1x1, so the unpooled output is the feature map (pretrained_cfg['pool_size'])
+            return x
         x = self.pre_logits(x)
         return self.head(x, pre_logits=pre_logits)
 
