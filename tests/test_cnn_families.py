@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import visionzoo
-from visionzoo.models.regnet import REGNET_CFGS, generate_regnet, regnet_stage_params
+from visionzoo.models.regnet import VARIANTS, generate_regnet, regnet_stage_params
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
@@ -126,10 +126,10 @@ def test_regnet_width_rule() -> None:
     # RegNetX-200MF from the paper: widths 24, 56, 152, 368 with depths 1, 1, 4, 7
     widths = generate_regnet(24, 36.44, 2.49, 13)
     assert sorted(set(widths)) == [24, 56, 152, 368]
-    assert [d for d, *_ in regnet_stage_params(REGNET_CFGS["regnetx_002"])] == [1, 1, 4, 7]
+    assert [d for d, *_ in regnet_stage_params(VARIANTS["regnetx_002"].args["cfg"])] == [1, 1, 4, 7]
     # torchvision rounding moves 384 -> 400 for RegNetX-400MF
-    assert regnet_stage_params(REGNET_CFGS["regnetx_004"])[-1][1] == 384
-    assert regnet_stage_params(REGNET_CFGS["regnetx_004_tv"])[-1][1] == 400
+    assert regnet_stage_params(VARIANTS["regnetx_004"].args["cfg"])[-1][1] == 384
+    assert regnet_stage_params(VARIANTS["regnetx_004_tv"].args["cfg"])[-1][1] == 400
     with pytest.raises(ValueError):
         generate_regnet(20, 10.0, 0.5, 10)
 

@@ -16,9 +16,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..builder import build_model
 from ..layers.weight_init import trunc_normal_
-from ..registry import register_variants
+from .base import Variant, register_family
 from .vision_transformer import BASE, HUGE, LARGE, MEDIUM, SMALL, TINY, VisionTransformer, _v
 
 __all__ = ["VisionTransformerDistilled", "VARIANTS"]
@@ -95,30 +94,29 @@ class VisionTransformerDistilled(VisionTransformer):
 
 _DEIT3 = dict(no_embed_class=True, init_values=1e-6)
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "deit_tiny_patch16_224": _v(TINY),
-    "deit_small_patch16_224": _v(SMALL),
-    "deit_base_patch16_224": _v(BASE),
-    "deit_base_patch16_384": _v(BASE, img_size=384),
-    "deit_tiny_distilled_patch16_224": _v(TINY, distilled=True),
-    "deit_small_distilled_patch16_224": _v(SMALL, distilled=True),
-    "deit_base_distilled_patch16_224": _v(BASE, distilled=True),
-    "deit_base_distilled_patch16_384": _v(BASE, img_size=384, distilled=True),
-    "deit3_small_patch16_224": _v(SMALL, _DEIT3),
-    "deit3_small_patch16_384": _v(SMALL, _DEIT3, img_size=384),
-    "deit3_medium_patch16_224": _v(MEDIUM, _DEIT3),
-    "deit3_base_patch16_224": _v(BASE, _DEIT3),
-    "deit3_base_patch16_384": _v(BASE, _DEIT3, img_size=384),
-    "deit3_large_patch16_224": _v(LARGE, _DEIT3),
-    "deit3_large_patch16_384": _v(LARGE, _DEIT3, img_size=384),
-    "deit3_huge_patch14_224": _v(HUGE, _DEIT3, patch_size=14),
+def _dv(*parts: dict[str, Any], distilled: bool = False, **kw: Any) -> Variant:
+    variant = _v(*parts, **kw)
+    return variant.but(model_cls=VisionTransformerDistilled) if distilled else variant
+
+
+VARIANTS: dict[str, Variant] = {
+    "deit_tiny_patch16_224": _dv(TINY),
+    "deit_small_patch16_224": _dv(SMALL),
+    "deit_base_patch16_224": _dv(BASE),
+    "deit_base_patch16_384": _dv(BASE, img_size=384),
+    "deit_tiny_distilled_patch16_224": _dv(TINY, distilled=True),
+    "deit_small_distilled_patch16_224": _dv(SMALL, distilled=True),
+    "deit_base_distilled_patch16_224": _dv(BASE, distilled=True),
+    "deit_base_distilled_patch16_384": _dv(BASE, img_size=384, distilled=True),
+    "deit3_small_patch16_224": _dv(SMALL, _DEIT3),
+    "deit3_small_patch16_384": _dv(SMALL, _DEIT3, img_size=384),
+    "deit3_medium_patch16_224": _dv(MEDIUM, _DEIT3),
+    "deit3_base_patch16_224": _dv(BASE, _DEIT3),
+    "deit3_base_patch16_384": _dv(BASE, _DEIT3, img_size=384),
+    "deit3_large_patch16_224": _dv(LARGE, _DEIT3),
+    "deit3_large_patch16_384": _dv(LARGE, _DEIT3, img_size=384),
+    "deit3_huge_patch14_224": _dv(HUGE, _DEIT3, patch_size=14),
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
-    args = dict(VARIANTS[variant])
-    cls = VisionTransformerDistilled if args.pop("distilled", False) else VisionTransformer
-    return build_model(cls, variant, pretrained, model_args=args, **kwargs)
-
-
-register_variants("deit", VARIANTS, _create)
+register_family("deit", VARIANTS)

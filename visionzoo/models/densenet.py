@@ -20,17 +20,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..builder import build_model
 from ..layers.activations import LayerType
 from ..layers.blur_pool import BlurPool2d
 from ..layers.config import is_scriptable
 from ..layers.grad_checkpoint import checkpoint_module
 from ..layers.norm_act import BatchNormAct2d
 from ..layers.pool import create_classifier
-from ..registry import register_variants
-from .base import FlatFeaturesMixin, ModelForwardMixin
+from .base import FlatFeaturesMixin, ModelForwardMixin, Variant, register_family
 
-__all__ = ["DenseNet", "DENSENET_CFGS"]
+__all__ = ["DenseNet", "VARIANTS"]
 
 
 def _norm_act(chs: int, act_layer: LayerType) -> nn.Module:
@@ -203,19 +201,15 @@ class DenseNet(FlatFeaturesMixin, ModelForwardMixin, nn.Module):
 
 
 # architecture name -> constructor arguments
-DENSENET_CFGS: dict[str, dict[str, Any]] = {
-    "densenet121": dict(growth_rate=32, block_config=(6, 12, 24, 16), stem_width=64),
-    "densenetblur121d": dict(growth_rate=32, block_config=(6, 12, 24, 16), stem_width=64, stem_type="deep",
+VARIANTS: dict[str, Variant] = {
+    "densenet121": Variant(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16), stem_width=64),
+    "densenetblur121d": Variant(DenseNet, growth_rate=32, block_config=(6, 12, 24, 16), stem_width=64, stem_type="deep",
                              stem_blur=True),
-    "densenet169": dict(growth_rate=32, block_config=(6, 12, 32, 32), stem_width=64),
-    "densenet201": dict(growth_rate=32, block_config=(6, 12, 48, 32), stem_width=64),
-    "densenet161": dict(growth_rate=48, block_config=(6, 12, 36, 24), stem_width=96),
-    "densenet264d": dict(growth_rate=48, block_config=(6, 12, 64, 48), stem_width=96, stem_type="deep"),
+    "densenet169": Variant(DenseNet, growth_rate=32, block_config=(6, 12, 32, 32), stem_width=64),
+    "densenet201": Variant(DenseNet, growth_rate=32, block_config=(6, 12, 48, 32), stem_width=64),
+    "densenet161": Variant(DenseNet, growth_rate=48, block_config=(6, 12, 36, 24), stem_width=96),
+    "densenet264d": Variant(DenseNet, growth_rate=48, block_config=(6, 12, 64, 48), stem_width=96, stem_type="deep"),
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> DenseNet:
-    return build_model(DenseNet, variant, pretrained, model_args=DENSENET_CFGS[variant], **kwargs)
-
-
-register_variants("densenet", DENSENET_CFGS, _create)
+register_family("densenet", VARIANTS)

@@ -25,14 +25,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..builder import build_model
 from ..layers.padding import create_conv2d_pad
 from ..layers.pool import SelectAdaptivePool2d
-from ..registry import register_variants
+from .base import Variant, register_family
 from ._mobile_builder import MobileArch, MobileNetBase, SeCfg
 from ._mobile_memory import apply_memory_efficient
 
-__all__ = ["EfficientNet", "EFFICIENTNET_CFGS"]
+__all__ = ["EfficientNet", "VARIANTS"]
 
 
 def init_weights(module: nn.Module) -> None:
@@ -357,7 +356,7 @@ def _edgetpu_v2(c: tuple[int, ...], gs: int, stem: int, stem_k: int, head: int) 
 _GN8 = dict(norm="groupnorm", norm_group_size=8)
 _GN16 = dict(norm="groupnorm", norm_group_size=16)
 
-EFFICIENTNET_CFGS: dict[str, MobileArch] = {
+_ARCHS: dict[str, MobileArch] = {
     "efficientnet_b0": _effnet(1.0, 1.0),
     "efficientnet_b0_g8_gn": _effnet(1.0, 1.0, group_size=8, **_GN8),
     "efficientnet_b0_g16_evos": _effnet(1.0, 1.0, group_size=16, divisor=16),
@@ -477,8 +476,6 @@ EFFICIENTNET_CFGS: dict[str, MobileArch] = {
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> EfficientNet:
-    return build_model(EfficientNet, variant, pretrained, model_args=dict(arch=EFFICIENTNET_CFGS[variant]), **kwargs)
+VARIANTS: dict[str, Variant] = {name: Variant(EfficientNet, arch=arch) for name, arch in _ARCHS.items()}
 
-
-register_variants("efficientnet", EFFICIENTNET_CFGS, _create)
+register_family("efficientnet", VARIANTS)

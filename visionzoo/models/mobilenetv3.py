@@ -16,15 +16,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..builder import build_model
 from ..layers.padding import create_conv2d_pad
 from ..layers.pool import SelectAdaptivePool2d
-from ..registry import register_variants
+from .base import Variant, register_family
 from ._mobile_builder import MobileArch, MobileNetBase, SeCfg
 from ._mobile_memory import apply_memory_efficient
 from .efficientnet import init_weights
 
-__all__ = ["MobileNetV3", "MOBILENETV3_CFGS"]
+__all__ = ["MobileNetV3", "VARIANTS"]
 
 
 class MobileNetV3(MobileNetBase):
@@ -250,7 +249,7 @@ def _v4(blocks: tuple, w: float = 1.0, stem: int = 32, hybrid: bool = False, **k
                       head_bias=False, head_norm=True, mid_divisor=8, layer_scale=1e-5 if hybrid else None, **kw)
 
 
-MOBILENETV3_CFGS: dict[str, MobileArch] = {
+_ARCHS: dict[str, MobileArch] = {
     "fbnetv3_b": _fbnetv3(_FBNETV3_B, 16),
     "fbnetv3_d": _fbnetv3(_FBNETV3_D, 24),
     "fbnetv3_g": _fbnetv3(_FBNETV3_G, 32),
@@ -287,8 +286,6 @@ MOBILENETV3_CFGS: dict[str, MobileArch] = {
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
-    return build_model(MobileNetV3, variant, pretrained, model_args=dict(arch=MOBILENETV3_CFGS[variant]), **kwargs)
+VARIANTS: dict[str, Variant] = {name: Variant(MobileNetV3, arch=arch) for name, arch in _ARCHS.items()}
 
-
-register_variants("mobilenetv3", MOBILENETV3_CFGS, _create)
+register_family("mobilenetv3", VARIANTS)

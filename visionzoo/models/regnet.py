@@ -23,7 +23,6 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from ..builder import build_model
 from ..layers.activations import get_act_layer
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.drop import DropPath, drop_path_rates
@@ -33,10 +32,9 @@ from ..layers.norm import get_norm_layer
 from ..layers.norm_act import BatchNormAct2d
 from ..layers.pool import ClassifierHead
 from ..layers.squeeze_excite import SEModule
-from ..registry import register_variants
-from .base import ClassifierHeadMixin, FeatureMixin
+from .base import ClassifierHeadMixin, FeatureMixin, Variant, register_family
 
-__all__ = ["RegNet", "RegNetCfg", "REGNET_CFGS", "generate_regnet", "regnet_stage_params"]
+__all__ = ["RegNet", "RegNetCfg", "VARIANTS", "generate_regnet", "regnet_stage_params"]
 
 
 @dataclass(frozen=True)
@@ -342,18 +340,18 @@ class RegNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
         self.final_conv = nn.Identity()  # it only feeds the head
 
 
-def _x(w0: int, wa: float, wm: float, depth: int, group_size: int, **kw: Any) -> RegNetCfg:
-    return RegNetCfg(w0=w0, wa=wa, wm=wm, depth=depth, group_size=group_size, **kw)
+def _x(w0: int, wa: float, wm: float, depth: int, group_size: int, **kw: Any) -> Variant:
+    return Variant(RegNet, cfg=RegNetCfg(w0=w0, wa=wa, wm=wm, depth=depth, group_size=group_size, **kw))
 
 
-def _y(w0: int, wa: float, wm: float, depth: int, group_size: int, **kw: Any) -> RegNetCfg:
-    return RegNetCfg(w0=w0, wa=wa, wm=wm, depth=depth, group_size=group_size, se_ratio=0.25, **kw)
+def _y(w0: int, wa: float, wm: float, depth: int, group_size: int, **kw: Any) -> Variant:
+    return _x(w0, wa, wm, depth, group_size, se_ratio=0.25, **kw)
 
 
 _Z = dict(bottle_ratio=4.0, se_ratio=0.25, downsample=None, linear_out=True, act_layer="silu")
 
 # architecture name -> config; X/Y parameters are the paper's (Y-64/128/256GF from SEER)
-REGNET_CFGS: dict[str, RegNetCfg] = {
+VARIANTS: dict[str, Variant] = {
     "regnetx_002": _x(24, 36.44, 2.49, 13, 8),
     "regnetx_004": _x(24, 24.48, 2.54, 22, 16),
     "regnetx_004_tv": _x(24, 24.48, 2.54, 22, 16, tv_rounding=True),
@@ -393,8 +391,4 @@ REGNET_CFGS: dict[str, RegNetCfg] = {
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> RegNet:
-    return build_model(RegNet, variant, pretrained, model_args=dict(cfg=REGNET_CFGS[variant]), **kwargs)
-
-
-register_variants("regnet", REGNET_CFGS, _create)
+register_family("regnet", VARIANTS)

@@ -6,18 +6,16 @@ Wide ResNets (Zagoruyko & Komodakis, 2016), the "bag of tricks" stems and shortc
 ``t`` tiered deep stem), Squeeze-and-Excitation / SENet-154 (Hu et al., 2018), ECA (Wang et al.,
 2020), anti-aliased downsampling (Zhang, 2019) and ResNet-RS (Bello et al., 2021).
 
-Every architecture is one row of ``_VARIANTS``; one ``ResNet`` class builds them all.
+Every architecture is one row of ``VARIANTS``; one ``ResNet`` class builds them all.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..builder import build_model
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.blur_pool import create_aa
 from ..layers.drop import DropBlock2d, DropPath
@@ -26,10 +24,9 @@ from ..layers.norm import get_norm_layer
 from ..layers.padding import get_padding
 from ..layers.pool import create_classifier
 from ..layers.squeeze_excite import get_attn
-from ..registry import register_variants
-from .base import ModelForwardMixin, FeatureMixin
+from .base import FeatureMixin, ModelForwardMixin, Variant, register_family
 
-__all__ = ["ResNet", "BasicBlock", "Bottleneck", "ResNetCfg"]
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "VARIANTS"]
 
 
 def _make_attn(attn_layer: Callable[..., nn.Module] | None, channels: int) -> nn.Module | None:
@@ -208,6 +205,8 @@ class ResNet(FeatureMixin, ModelForwardMixin, nn.Module):
     ``avg_down`` uses ResNet-D average-pool shortcuts; ``replace_stem_pool`` swaps the stem
     max-pool for a strided 3x3 conv (ResNet-RS); ``aa_layer`` ('avg' | 'blur') anti-aliases
     every stride-2 op; ``block_widths`` gives explicit per-block widths (pruned checkpoints).
+    ``block`` may also be a block class (other families' blocks: Res2Net, ResNeSt, SKNet), and
+    ``block_args`` extra keyword arguments every block receives.
     """
     feature_cfg = {"feature_cls": "list", "flatten_sequential": False}  # features_only wrapper (visionzoo.features)
 
@@ -234,6 +233,7 @@ class ResNet(FeatureMixin, ModelForwardMixin, nn.Module):
         aa_layer: LayerType = None,
         attn_layer: LayerType = None,
         attn_kwargs: dict[str, Any] | None = None,
+        block_args: dict[str, Any] | None = None,
         block_widths: Sequence[Sequence[Sequence[int]]] | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -254,7 +254,7 @@ class ResNet(FeatureMixin, ModelForwardMixin, nn.Module):
         norm = get_norm_layer(norm_layer)
         attn_cls = get_attn(attn_layer)
         attn = (lambda c: attn_cls(c, **attn_kwargs)) if attn_cls is not None and attn_kwargs else attn_cls
-        blocks = [block] * len(layers) if isinstance(block, str) else list(block)
+        blocks = [block] * len(layers) if isinstance(block, (str, type)) else list(block)
 
         # stem
         deep = "deep" in stem_type
@@ -287,7 +287,7 @@ class ResNet(FeatureMixin, ModelForwardMixin, nn.Module):
         drop_blocks = _drop_blocks(drop_block_rate)
         net_stride, dilation, prev_dilation, block_idx = 4, 1, 1, 0
         for i, (depth, planes, kind) in enumerate(zip(layers, channels, blocks)):
-            block_cls = _BLOCKS[kind]
+            block_cls = _BLOCKS[kind] if isinstance(kind, str) else kind  # a name or a block class
             stride = 1 if i == 0 else 2
             if net_stride >= output_stride:
                 dilation *= stride
@@ -309,7 +309,7 @@ class ResNet(FeatureMixin, ModelForwardMixin, nn.Module):
                     cardinality=cardinality, base_width=base_width, reduce_first=block_reduce_first,
                     dilation=dilation, first_dilation=prev_dilation if j == 0 else dilation,
                     act_layer=act, norm_layer=norm, attn_layer=attn, aa_layer=aa_layer,
-                    drop_block=drop_blocks[i], drop_path=dpr, widths=widths[j],
+                    drop_block=drop_blocks[i], drop_path=dpr, widths=widths[j], **(block_args or {}),
                 ))
                 inplanes = outplanes
                 block_idx += 1
@@ -386,18 +386,6 @@ class ResNet(FeatureMixin, ModelForwardMixin, nn.Module):
             self.maxpool = nn.Identity()
 
 
-@dataclass(frozen=True)
-class ResNetCfg:
-    """Architecture of one named variant (the ``ResNet`` constructor arguments it fixes)."""
-
-    layers: tuple[int, ...]
-    block: str | tuple[str, ...] = "bottleneck"
-    args: dict[str, Any] = field(default_factory=dict)
-
-    def model_args(self) -> dict[str, Any]:
-        return dict(layers=self.layers, block=self.block, **self.args)
-
-
 # Channel-pruned ECA-ResNets (Aflalo et al., 2020, "Knapsack Pruning with Inner Distillation"):
 # per stage, the stage output width followed by each block's (conv1, conv2) widths.
 _PRUNED = {
@@ -438,91 +426,95 @@ def _x(cardinality: int, base_width: int) -> dict[str, int]:
     return dict(cardinality=cardinality, base_width=base_width)
 
 
-def _rs(layers: tuple[int, ...]) -> ResNetCfg:
+def _r(layers: tuple[int, ...], block: str | tuple[str, ...] = "bottleneck", args: dict[str, Any] | None = None) -> Variant:
+    """One row of the table: stage depths, block kind(s) and the other ``ResNet`` arguments."""
+    return Variant(ResNet, layers=layers, block=block, **(args or {}))
+
+
+def _rs(layers: tuple[int, ...]) -> Variant:
     """ResNet-RS: ResNet-D with the stem max-pool replaced by a conv, SE (ratio 1/4) everywhere."""
-    return ResNetCfg(layers, args=dict(**_D, replace_stem_pool=True, attn_layer="se",
-                                       attn_kwargs=dict(rd_ratio=0.25)))
+    return _r(layers, args=dict(**_D, replace_stem_pool=True, attn_layer="se", attn_kwargs=dict(rd_ratio=0.25)))
 
 
 _BASIC, _BOTTLE = "basic", "bottleneck"
-_VARIANTS: dict[str, ResNetCfg] = {
-    "resnet10t": ResNetCfg((1, 1, 1, 1), _BASIC, _T),
-    "resnet14t": ResNetCfg((1, 1, 1, 1), _BOTTLE, _T),
-    "resnet18": ResNetCfg(_R18, _BASIC),
-    "resnet18d": ResNetCfg(_R18, _BASIC, _D),
-    "resnet34": ResNetCfg(_R34, _BASIC),
-    "resnet34d": ResNetCfg(_R34, _BASIC, _D),
-    "resnet26": ResNetCfg(_R26),
-    "resnet26t": ResNetCfg(_R26, args=_T),
-    "resnet26d": ResNetCfg(_R26, args=_D),
-    "resnet50": ResNetCfg(_R50),
-    "resnet50c": ResNetCfg(_R50, args=_C),
-    "resnet50d": ResNetCfg(_R50, args=_D),
-    "resnet50s": ResNetCfg(_R50, args=_S),
-    "resnet50t": ResNetCfg(_R50, args=_T),
-    "resnet101": ResNetCfg(_R101),
-    "resnet101c": ResNetCfg(_R101, args=_C),
-    "resnet101d": ResNetCfg(_R101, args=_D),
-    "resnet101s": ResNetCfg(_R101, args=_S),
-    "resnet152": ResNetCfg(_R152),
-    "resnet152c": ResNetCfg(_R152, args=_C),
-    "resnet152d": ResNetCfg(_R152, args=_D),
-    "resnet152s": ResNetCfg(_R152, args=_S),
-    "resnet200": ResNetCfg(_R200),
-    "resnet200d": ResNetCfg(_R200, args=_D),
-    "wide_resnet50_2": ResNetCfg(_R50, args=dict(base_width=128)),
-    "wide_resnet101_2": ResNetCfg(_R101, args=dict(base_width=128)),
-    "resnet50_gn": ResNetCfg(_R50, args=dict(norm_layer="groupnorm")),
-    "resnext50_32x4d": ResNetCfg(_R50, args=_x(32, 4)),
-    "resnext50d_32x4d": ResNetCfg(_R50, args=dict(**_x(32, 4), **_D)),
-    "resnext101_32x4d": ResNetCfg(_R101, args=_x(32, 4)),
-    "resnext101_32x8d": ResNetCfg(_R101, args=_x(32, 8)),
-    "resnext101_32x16d": ResNetCfg(_R101, args=_x(32, 16)),
-    "resnext101_32x32d": ResNetCfg(_R101, args=_x(32, 32)),
-    "resnext101_64x4d": ResNetCfg(_R101, args=_x(64, 4)),
-    "ecaresnet26t": ResNetCfg(_R26, args=dict(**_T, **_ECA)),
-    "ecaresnetlight": ResNetCfg((1, 1, 11, 3), args=dict(avg_down=True, **_ECA)),
-    "ecaresnet50d": ResNetCfg(_R50, args=dict(**_D, **_ECA)),
-    "ecaresnet50d_pruned": ResNetCfg(_R50, args=dict(**_D, **_ECA,
+VARIANTS: dict[str, Variant] = {
+    "resnet10t": _r((1, 1, 1, 1), _BASIC, _T),
+    "resnet14t": _r((1, 1, 1, 1), _BOTTLE, _T),
+    "resnet18": _r(_R18, _BASIC),
+    "resnet18d": _r(_R18, _BASIC, _D),
+    "resnet34": _r(_R34, _BASIC),
+    "resnet34d": _r(_R34, _BASIC, _D),
+    "resnet26": _r(_R26),
+    "resnet26t": _r(_R26, args=_T),
+    "resnet26d": _r(_R26, args=_D),
+    "resnet50": _r(_R50),
+    "resnet50c": _r(_R50, args=_C),
+    "resnet50d": _r(_R50, args=_D),
+    "resnet50s": _r(_R50, args=_S),
+    "resnet50t": _r(_R50, args=_T),
+    "resnet101": _r(_R101),
+    "resnet101c": _r(_R101, args=_C),
+    "resnet101d": _r(_R101, args=_D),
+    "resnet101s": _r(_R101, args=_S),
+    "resnet152": _r(_R152),
+    "resnet152c": _r(_R152, args=_C),
+    "resnet152d": _r(_R152, args=_D),
+    "resnet152s": _r(_R152, args=_S),
+    "resnet200": _r(_R200),
+    "resnet200d": _r(_R200, args=_D),
+    "wide_resnet50_2": _r(_R50, args=dict(base_width=128)),
+    "wide_resnet101_2": _r(_R101, args=dict(base_width=128)),
+    "resnet50_gn": _r(_R50, args=dict(norm_layer="groupnorm")),
+    "resnext50_32x4d": _r(_R50, args=_x(32, 4)),
+    "resnext50d_32x4d": _r(_R50, args=dict(**_x(32, 4), **_D)),
+    "resnext101_32x4d": _r(_R101, args=_x(32, 4)),
+    "resnext101_32x8d": _r(_R101, args=_x(32, 8)),
+    "resnext101_32x16d": _r(_R101, args=_x(32, 16)),
+    "resnext101_32x32d": _r(_R101, args=_x(32, 32)),
+    "resnext101_64x4d": _r(_R101, args=_x(64, 4)),
+    "ecaresnet26t": _r(_R26, args=dict(**_T, **_ECA)),
+    "ecaresnetlight": _r((1, 1, 11, 3), args=dict(avg_down=True, **_ECA)),
+    "ecaresnet50d": _r(_R50, args=dict(**_D, **_ECA)),
+    "ecaresnet50d_pruned": _r(_R50, args=dict(**_D, **_ECA,
                                                      block_widths=_pruned_widths("ecaresnet50d_pruned"))),
-    "ecaresnet50t": ResNetCfg(_R50, args=dict(**_T, **_ECA)),
-    "ecaresnet101d": ResNetCfg(_R101, args=dict(**_D, **_ECA)),
-    "ecaresnet101d_pruned": ResNetCfg(_R101, args=dict(**_D, **_ECA,
+    "ecaresnet50t": _r(_R50, args=dict(**_T, **_ECA)),
+    "ecaresnet101d": _r(_R101, args=dict(**_D, **_ECA)),
+    "ecaresnet101d_pruned": _r(_R101, args=dict(**_D, **_ECA,
                                                        block_widths=_pruned_widths("ecaresnet101d_pruned"))),
-    "ecaresnet200d": ResNetCfg(_R200, args=dict(**_D, **_ECA)),
-    "ecaresnet269d": ResNetCfg(_R269, args=dict(**_D, **_ECA)),
-    "ecaresnext26t_32x4d": ResNetCfg(_R26, args=dict(**_x(32, 4), **_T, **_ECA)),
-    "ecaresnext50t_32x4d": ResNetCfg(_R50, args=dict(**_x(32, 4), **_T, **_ECA)),
-    "seresnet18": ResNetCfg(_R18, _BASIC, _SE),
-    "seresnet34": ResNetCfg(_R34, _BASIC, _SE),
-    "seresnet50": ResNetCfg(_R50, args=_SE),
-    "seresnet50t": ResNetCfg(_R50, args=dict(**_T, **_SE)),
-    "seresnet101": ResNetCfg(_R101, args=_SE),
-    "seresnet152": ResNetCfg(_R152, args=_SE),
-    "seresnet152d": ResNetCfg(_R152, args=dict(**_D, **_SE)),
-    "seresnet200d": ResNetCfg(_R200, args=dict(**_D, **_SE)),
-    "seresnet269d": ResNetCfg(_R269, args=dict(**_D, **_SE)),
-    "seresnext26d_32x4d": ResNetCfg(_R26, args=dict(**_x(32, 4), **_D, **_SE)),
-    "seresnext26t_32x4d": ResNetCfg(_R26, args=dict(**_x(32, 4), **_T, **_SE)),
-    "seresnext50_32x4d": ResNetCfg(_R50, args=dict(**_x(32, 4), **_SE)),
-    "seresnext101_32x4d": ResNetCfg(_R101, args=dict(**_x(32, 4), **_SE)),
-    "seresnext101_32x8d": ResNetCfg(_R101, args=dict(**_x(32, 8), **_SE)),
-    "seresnext101_64x4d": ResNetCfg(_R101, args=dict(**_x(64, 4), **_SE)),
-    "seresnext101d_32x8d": ResNetCfg(_R101, args=dict(**_x(32, 8), **_D, **_SE)),
-    "senet154": ResNetCfg(_R152, args=dict(**_x(64, 4), stem_width=64, stem_type="deep", down_kernel_size=3,
+    "ecaresnet200d": _r(_R200, args=dict(**_D, **_ECA)),
+    "ecaresnet269d": _r(_R269, args=dict(**_D, **_ECA)),
+    "ecaresnext26t_32x4d": _r(_R26, args=dict(**_x(32, 4), **_T, **_ECA)),
+    "ecaresnext50t_32x4d": _r(_R50, args=dict(**_x(32, 4), **_T, **_ECA)),
+    "seresnet18": _r(_R18, _BASIC, _SE),
+    "seresnet34": _r(_R34, _BASIC, _SE),
+    "seresnet50": _r(_R50, args=_SE),
+    "seresnet50t": _r(_R50, args=dict(**_T, **_SE)),
+    "seresnet101": _r(_R101, args=_SE),
+    "seresnet152": _r(_R152, args=_SE),
+    "seresnet152d": _r(_R152, args=dict(**_D, **_SE)),
+    "seresnet200d": _r(_R200, args=dict(**_D, **_SE)),
+    "seresnet269d": _r(_R269, args=dict(**_D, **_SE)),
+    "seresnext26d_32x4d": _r(_R26, args=dict(**_x(32, 4), **_D, **_SE)),
+    "seresnext26t_32x4d": _r(_R26, args=dict(**_x(32, 4), **_T, **_SE)),
+    "seresnext50_32x4d": _r(_R50, args=dict(**_x(32, 4), **_SE)),
+    "seresnext101_32x4d": _r(_R101, args=dict(**_x(32, 4), **_SE)),
+    "seresnext101_32x8d": _r(_R101, args=dict(**_x(32, 8), **_SE)),
+    "seresnext101_64x4d": _r(_R101, args=dict(**_x(64, 4), **_SE)),
+    "seresnext101d_32x8d": _r(_R101, args=dict(**_x(32, 8), **_D, **_SE)),
+    "senet154": _r(_R152, args=dict(**_x(64, 4), stem_width=64, stem_type="deep", down_kernel_size=3,
                                            block_reduce_first=2, **_SE)),
-    "resnetaa34d": ResNetCfg(_R34, _BASIC, dict(**_D, **_AA)),
-    "resnetaa50": ResNetCfg(_R50, args=_AA),
-    "resnetaa50d": ResNetCfg(_R50, args=dict(**_D, **_AA)),
-    "resnetaa101d": ResNetCfg(_R101, args=dict(**_D, **_AA)),
-    "seresnetaa50d": ResNetCfg(_R50, args=dict(**_D, **_AA, **_SE)),
-    "seresnextaa101d_32x8d": ResNetCfg(_R101, args=dict(**_x(32, 8), **_D, **_AA, **_SE)),
-    "seresnextaa201d_32x8d": ResNetCfg((3, 24, 36, 4), args=dict(**_x(32, 8), **{**_D, "stem_width": 64},
+    "resnetaa34d": _r(_R34, _BASIC, dict(**_D, **_AA)),
+    "resnetaa50": _r(_R50, args=_AA),
+    "resnetaa50d": _r(_R50, args=dict(**_D, **_AA)),
+    "resnetaa101d": _r(_R101, args=dict(**_D, **_AA)),
+    "seresnetaa50d": _r(_R50, args=dict(**_D, **_AA, **_SE)),
+    "seresnextaa101d_32x8d": _r(_R101, args=dict(**_x(32, 8), **_D, **_AA, **_SE)),
+    "seresnextaa201d_32x8d": _r((3, 24, 36, 4), args=dict(**_x(32, 8), **{**_D, "stem_width": 64},
                                                                  **_AA, **_SE)),
-    "resnetblur18": ResNetCfg(_R18, _BASIC, _BLUR),
-    "resnetblur50": ResNetCfg(_R50, args=_BLUR),
-    "resnetblur50d": ResNetCfg(_R50, args=dict(**_D, **_BLUR)),
-    "resnetblur101d": ResNetCfg(_R101, args=dict(**_D, **_BLUR)),
+    "resnetblur18": _r(_R18, _BASIC, _BLUR),
+    "resnetblur50": _r(_R50, args=_BLUR),
+    "resnetblur50d": _r(_R50, args=dict(**_D, **_BLUR)),
+    "resnetblur101d": _r(_R101, args=dict(**_D, **_BLUR)),
     "resnetrs50": _rs(_R50),
     "resnetrs101": _rs(_R101),
     "resnetrs152": _rs(_R152),
@@ -531,13 +523,9 @@ _VARIANTS: dict[str, ResNetCfg] = {
     "resnetrs350": _rs((4, 36, 72, 4)),
     "resnetrs420": _rs((4, 44, 87, 4)),
     # a tiny mixed-block net for fast tests
-    "test_resnet": ResNetCfg((1, 1, 1, 1), (_BASIC, _BASIC, _BOTTLE, _BASIC),
+    "test_resnet": _r((1, 1, 1, 1), (_BASIC, _BASIC, _BOTTLE, _BASIC),
                              dict(channels=(32, 48, 48, 96), stem_width=16, stem_type="deep", avg_down=True)),
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> ResNet:
-    return build_model(ResNet, variant, pretrained, model_args=_VARIANTS[variant].model_args(), **kwargs)
-
-
-register_variants("resnet", _VARIANTS, _create)
+register_family("resnet", VARIANTS)

@@ -7,19 +7,17 @@ with one more norm + activation (``norm``) before the head. BiT widens the net (
 swaps BatchNorm for GroupNorm and uses weight-standardised convs so that it transfers well with
 small batches. Also the batch-free EvoNorm-S0 and FRN variants of ResNetV2-50d.
 
-Every architecture is one row of ``_VARIANTS``; one ``ResNetV2`` class builds them all.
+Every architecture is one row of ``VARIANTS``; one ``ResNetV2`` class builds them all.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 
-from ..builder import build_model
 from ..layers.activations import LayerType
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
@@ -27,10 +25,9 @@ from ..layers.helpers import make_divisible
 from ..layers.norm_act import get_norm_act_layer
 from ..layers.pool import ClassifierHead
 from ..layers.std_conv import StdConv2d
-from ..registry import register_variants
-from .base import ClassifierHeadMixin, FeatureMixin
+from .base import ClassifierHeadMixin, FeatureMixin, Variant, register_family
 
-__all__ = ["ResNetV2", "PreActBasic", "PreActBottleneck", "ResNetV2Cfg"]
+__all__ = ["ResNetV2", "PreActBasic", "PreActBottleneck", "VARIANTS"]
 
 ConvFn = Callable[..., nn.Module]
 
@@ -297,15 +294,9 @@ def _std_conv(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, dila
     return StdConv2d(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, groups=groups, eps=eps)
 
 
-@dataclass(frozen=True)
-class ResNetV2Cfg:
-    """Architecture of one named variant (the ``ResNetV2`` constructor arguments it fixes)."""
-
-    layers: tuple[int, ...]
-    args: dict[str, Any] = field(default_factory=dict)
-
-    def model_args(self) -> dict[str, Any]:
-        return dict(layers=self.layers, **self.args)
+def _r(layers: tuple[int, ...], args: dict[str, Any] | None = None) -> Variant:
+    """One row of the table: stage depths and the other ``ResNetV2`` arguments."""
+    return Variant(ResNetV2, layers=layers, **(args or {}))
 
 
 _BASIC = dict(basic=True, channels=(64, 128, 256, 512), bottle_ratio=1.0)
@@ -314,32 +305,28 @@ _D = dict(stem_type="deep", avg_down=True)
 _BIT = dict(stem_type="fixed", norm_layer="groupnorm", std_conv_eps=1e-8)
 _R50, _R101, _R152 = (3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3)
 
-_VARIANTS: dict[str, ResNetV2Cfg] = {
-    "resnetv2_18": ResNetV2Cfg((2, 2, 2, 2), _BASIC),
-    "resnetv2_18d": ResNetV2Cfg((2, 2, 2, 2), dict(**_BASIC, **_D)),
-    "resnetv2_34": ResNetV2Cfg((3, 4, 6, 3), _BASIC),
-    "resnetv2_34d": ResNetV2Cfg((3, 4, 6, 3), dict(**_BASIC, **_D)),
-    "resnetv2_50": ResNetV2Cfg(_R50),
-    "resnetv2_50d": ResNetV2Cfg(_R50, _D),
-    "resnetv2_50t": ResNetV2Cfg(_R50, dict(stem_type="deep_tiered", avg_down=True)),
-    "resnetv2_50d_gn": ResNetV2Cfg(_R50, dict(**_D, norm_layer="groupnorm")),
-    "resnetv2_50d_evos": ResNetV2Cfg(_R50, dict(**_D, norm_layer="evonorms0")),
-    "resnetv2_50d_frn": ResNetV2Cfg(_R50, dict(**_D, norm_layer="frn")),
-    "resnetv2_101": ResNetV2Cfg(_R101),
-    "resnetv2_101d": ResNetV2Cfg(_R101, _D),
-    "resnetv2_152": ResNetV2Cfg(_R152),
-    "resnetv2_152d": ResNetV2Cfg(_R152, _D),
-    "resnetv2_50x1_bit": ResNetV2Cfg(_R50, dict(**_BIT, width_factor=1)),
-    "resnetv2_50x3_bit": ResNetV2Cfg(_R50, dict(**_BIT, width_factor=3)),
-    "resnetv2_101x1_bit": ResNetV2Cfg(_R101, dict(**_BIT, width_factor=1)),
-    "resnetv2_101x3_bit": ResNetV2Cfg(_R101, dict(**_BIT, width_factor=3)),
-    "resnetv2_152x2_bit": ResNetV2Cfg(_R152, dict(**_BIT, width_factor=2)),
-    "resnetv2_152x4_bit": ResNetV2Cfg(_R152, dict(**_BIT, width_factor=4)),
+VARIANTS: dict[str, Variant] = {
+    "resnetv2_18": _r((2, 2, 2, 2), _BASIC),
+    "resnetv2_18d": _r((2, 2, 2, 2), dict(**_BASIC, **_D)),
+    "resnetv2_34": _r((3, 4, 6, 3), _BASIC),
+    "resnetv2_34d": _r((3, 4, 6, 3), dict(**_BASIC, **_D)),
+    "resnetv2_50": _r(_R50),
+    "resnetv2_50d": _r(_R50, _D),
+    "resnetv2_50t": _r(_R50, dict(stem_type="deep_tiered", avg_down=True)),
+    "resnetv2_50d_gn": _r(_R50, dict(**_D, norm_layer="groupnorm")),
+    "resnetv2_50d_evos": _r(_R50, dict(**_D, norm_layer="evonorms0")),
+    "resnetv2_50d_frn": _r(_R50, dict(**_D, norm_layer="frn")),
+    "resnetv2_101": _r(_R101),
+    "resnetv2_101d": _r(_R101, _D),
+    "resnetv2_152": _r(_R152),
+    "resnetv2_152d": _r(_R152, _D),
+    "resnetv2_50x1_bit": _r(_R50, dict(**_BIT, width_factor=1)),
+    "resnetv2_50x3_bit": _r(_R50, dict(**_BIT, width_factor=3)),
+    "resnetv2_101x1_bit": _r(_R101, dict(**_BIT, width_factor=1)),
+    "resnetv2_101x3_bit": _r(_R101, dict(**_BIT, width_factor=3)),
+    "resnetv2_152x2_bit": _r(_R152, dict(**_BIT, width_factor=2)),
+    "resnetv2_152x4_bit": _r(_R152, dict(**_BIT, width_factor=4)),
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> ResNetV2:
-    return build_model(ResNetV2, variant, pretrained, model_args=_VARIANTS[variant].model_args(), **kwargs)
-
-
-register_variants("resnetv2", _VARIANTS, _create)
+register_family("resnetv2", VARIANTS)

@@ -11,14 +11,12 @@ relative-position bias tables are resampled on load (:meth:`SwinTransformer.chec
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..builder import build_model
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
@@ -29,11 +27,9 @@ from ..layers.pool import SelectAdaptivePool2d
 from ..layers.weight_init import init_weights_vit_style
 from ..layers.window_attention import (WindowAttention, resize_rel_pos_bias_table, shifted_window_mask,
                                        window_partition, window_reverse)
-from ..registry import register_variants
-from .base import ClassifierHeadMixin, FeatureMixin
+from .base import ClassifierHeadMixin, FeatureMixin, Variant, register_family
 
-__all__ = ["SwinTransformer", "SwinTransformerBlock", "SwinTransformerStage", "PatchMerging", "SwinCfg",
-           "SWIN_CFGS"]
+__all__ = ["SwinTransformer", "SwinTransformerBlock", "SwinTransformerStage", "PatchMerging", "VARIANTS"]
 
 _Size = tuple[int, int]
 
@@ -342,38 +338,23 @@ class SwinTransformer(FeatureMixin, ClassifierHeadMixin, nn.Module):
 
 
 # --- variants ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SwinCfg:
-    """Architecture of one Swin variant (constructor arguments of :class:`SwinTransformer`)."""
-
-    embed_dim: int
-    depths: tuple[int, ...]
-    num_heads: tuple[int, ...]
-    window_size: int | tuple[int, ...] = 7
-    img_size: int = 224
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(embed_dim=self.embed_dim, depths=self.depths, num_heads=self.num_heads,
-                    window_size=self.window_size, img_size=self.img_size)
+def _swin(embed_dim: int, depths: tuple[int, ...], num_heads: tuple[int, ...], **kw: Any) -> Variant:
+    return Variant(SwinTransformer, embed_dim=embed_dim, depths=depths, num_heads=num_heads, **kw)
 
 
 _H_T, _H_B, _H_L = (3, 6, 12, 24), (4, 8, 16, 32), (6, 12, 24, 48)
 
-SWIN_CFGS: dict[str, SwinCfg] = {
-    "swin_tiny_patch4_window7_224": SwinCfg(96, (2, 2, 6, 2), _H_T),
-    "swin_small_patch4_window7_224": SwinCfg(96, (2, 2, 18, 2), _H_T),
-    "swin_base_patch4_window7_224": SwinCfg(128, (2, 2, 18, 2), _H_B),
-    "swin_base_patch4_window12_384": SwinCfg(128, (2, 2, 18, 2), _H_B, window_size=12, img_size=384),
-    "swin_large_patch4_window7_224": SwinCfg(192, (2, 2, 18, 2), _H_L),
-    "swin_large_patch4_window12_384": SwinCfg(192, (2, 2, 18, 2), _H_L, window_size=12, img_size=384),
-    "swin_s3_tiny_224": SwinCfg(96, (2, 2, 6, 2), _H_T, window_size=(7, 7, 14, 7)),
-    "swin_s3_small_224": SwinCfg(96, (2, 2, 18, 2), _H_T, window_size=(14, 14, 14, 7)),
-    "swin_s3_base_224": SwinCfg(96, (2, 2, 30, 2), _H_T, window_size=(7, 7, 14, 7)),
+VARIANTS: dict[str, Variant] = {
+    "swin_tiny_patch4_window7_224": _swin(96, (2, 2, 6, 2), _H_T),
+    "swin_small_patch4_window7_224": _swin(96, (2, 2, 18, 2), _H_T),
+    "swin_base_patch4_window7_224": _swin(128, (2, 2, 18, 2), _H_B),
+    "swin_base_patch4_window12_384": _swin(128, (2, 2, 18, 2), _H_B, window_size=12, img_size=384),
+    "swin_large_patch4_window7_224": _swin(192, (2, 2, 18, 2), _H_L),
+    "swin_large_patch4_window12_384": _swin(192, (2, 2, 18, 2), _H_L, window_size=12, img_size=384),
+    "swin_s3_tiny_224": _swin(96, (2, 2, 6, 2), _H_T, window_size=(7, 7, 14, 7)),
+    "swin_s3_small_224": _swin(96, (2, 2, 18, 2), _H_T, window_size=(14, 14, 14, 7)),
+    "swin_s3_base_224": _swin(96, (2, 2, 30, 2), _H_T, window_size=(7, 7, 14, 7)),
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> SwinTransformer:
-    return build_model(SwinTransformer, variant, pretrained, model_args=SWIN_CFGS[variant].kwargs(), **kwargs)
-
-
-register_variants("swin_transformer", SWIN_CFGS, _create)
+register_family("swin_transformer", VARIANTS)

@@ -15,14 +15,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..builder import build_model
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.norm import get_norm_layer
 from ..layers.pool import ClassifierHead
-from ..registry import register_variants
-from .base import ClassifierHeadMixin, FlatFeaturesMixin
+from .base import ClassifierHeadMixin, FlatFeaturesMixin, Variant, register_family
 
-__all__ = ["VGG", "VGG_CFGS"]
+__all__ = ["VGG", "VARIANTS"]
 
 # A layer spec: an int is a 3x3 conv with that many output channels, "M" a 2x2 max pool.
 LayerSpec = Sequence[Union[int, str]]
@@ -146,14 +144,10 @@ _STAGES: dict[int, LayerSpec] = {
 }
 
 # architecture name -> constructor arguments (the paper's configurations A, B, D and E)
-VGG_CFGS: dict[str, dict[str, Any]] = {}
+VARIANTS: dict[str, Variant] = {}
 for _depth, _layers in _STAGES.items():
-    VGG_CFGS[f"vgg{_depth}"] = dict(layers=_layers)
-    VGG_CFGS[f"vgg{_depth}_bn"] = dict(layers=_layers, norm_layer="batchnorm2d")
+    VARIANTS[f"vgg{_depth}"] = Variant(VGG, layers=_layers)
+    VARIANTS[f"vgg{_depth}_bn"] = VARIANTS[f"vgg{_depth}"].but(norm_layer="batchnorm2d")
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> VGG:
-    return build_model(VGG, variant, pretrained, model_args=VGG_CFGS[variant], **kwargs)
-
-
-register_variants("vgg", VGG_CFGS, _create)
+register_family("vgg", VARIANTS)

@@ -28,7 +28,6 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from ..builder import build_model
 from ..features import feature_take_indices
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.attention import (Attention, AttentionPoolLatent, DiffAttention, diff_lambda_init, differential_attention,
@@ -41,7 +40,7 @@ from ..layers.mlp import GluMlp, Mlp, SwiGLU
 from ..layers.patch_embed import PatchEmbed, resample_patch_embed
 from ..layers.pos_embed import build_sincos2d_pos_embed, resample_abs_pos_embed
 from ..layers.weight_init import trunc_normal_
-from ..registry import register_variants
+from .base import Variant, register_family
 
 __all__ = ["VisionTransformer", "Block", "ResPostBlock", "ParallelScalingBlock", "DiffParallelScalingBlock",
            "ParallelThingsBlock", "PatchDropout", "VARIANTS", "resolve_norm_layer", "resolve_mlp_layer",
@@ -813,15 +812,16 @@ _AIMV2 = dict(patch_size=14, class_token=False, global_pool="avg", fc_norm=False
 _BEIT3 = dict(scale_attn_norm=True, scale_mlp_norm=True, global_pool="avg", norm_eps=1e-5)
 
 
-def _v(*parts: Mapping[str, Any], **kw: Any) -> dict[str, Any]:
+def _v(*parts: Mapping[str, Any], **kw: Any) -> Variant:
+    """A ViT variant from size presets (``SMALL``, ...) and overrides, later ones winning."""
     out: dict[str, Any] = {}
     for p in parts:
         out.update(p)
     out.update(kw)
-    return out
+    return Variant(VisionTransformer, **out)
 
 
-VARIANTS: dict[str, dict[str, Any]] = {
+VARIANTS: dict[str, Variant] = {
     # -- original ViT / AugReg -----------------------------------------------------------------
     "vit_tiny_patch16_224": _v(TINY, patch_size=16),
     "vit_tiny_patch16_384": _v(TINY, patch_size=16, img_size=384),
@@ -1014,8 +1014,4 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
-    return build_model(VisionTransformer, variant, pretrained, model_args=VARIANTS[variant], **kwargs)
-
-
-register_variants("vision_transformer", VARIANTS, _create)
+register_family("vision_transformer", VARIANTS)

@@ -16,7 +16,6 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from ..builder import build_model
 from ..layers.activations import LayerType
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.drop import DropPath, drop_path_rates
@@ -25,10 +24,9 @@ from ..layers.norm_act import EvoNorm2dS0
 from ..layers.pool import ClassifierHead
 from ..layers.separable_conv import SeparableConvNormAct
 from ..layers.squeeze_excite import create_attn
-from ..registry import register_variants
-from .base import ClassifierHeadMixin, FeatureMixin
+from .base import ClassifierHeadMixin, FeatureMixin, Variant, register_family
 
-__all__ = ["VovNet", "VovNetCfg", "VOVNET_CFGS"]
+__all__ = ["VovNet", "VovNetCfg", "VARIANTS"]
 
 
 class OsaBlock(nn.Module):
@@ -209,24 +207,24 @@ class VovNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
 _SLIM = dict(stage_conv_chs=(64, 80, 96, 112), stage_out_chs=(112, 256, 384, 512))
 
 # architecture name -> config
-VOVNET_CFGS: dict[str, VovNetCfg] = {
-    "vovnet39a": VovNetCfg(residual=False, attn=""),
-    "vovnet57a": VovNetCfg(block_per_stage=(1, 1, 4, 3), residual=False, attn=""),
-    "ese_vovnet19b_slim_dw": VovNetCfg(stem_chs=(64, 64, 64), layer_per_block=3, block_per_stage=(1, 1, 1, 1),
+def _v(**cfg: Any) -> Variant:
+    return Variant(VovNet, cfg=VovNetCfg(**cfg))
+
+
+VARIANTS: dict[str, Variant] = {
+    "vovnet39a": _v(residual=False, attn=""),
+    "vovnet57a": _v(block_per_stage=(1, 1, 4, 3), residual=False, attn=""),
+    "ese_vovnet19b_slim_dw": _v(stem_chs=(64, 64, 64), layer_per_block=3, block_per_stage=(1, 1, 1, 1),
                                        depthwise=True, **_SLIM),
-    "ese_vovnet19b_dw": VovNetCfg(stem_chs=(64, 64, 64), layer_per_block=3, block_per_stage=(1, 1, 1, 1),
+    "ese_vovnet19b_dw": _v(stem_chs=(64, 64, 64), layer_per_block=3, block_per_stage=(1, 1, 1, 1),
                                   depthwise=True),
-    "ese_vovnet19b_slim": VovNetCfg(layer_per_block=3, block_per_stage=(1, 1, 1, 1), **_SLIM),
-    "ese_vovnet39b": VovNetCfg(),
-    "ese_vovnet57b": VovNetCfg(block_per_stage=(1, 1, 4, 3)),
-    "ese_vovnet99b": VovNetCfg(block_per_stage=(1, 3, 9, 3)),
-    "eca_vovnet39b": VovNetCfg(attn="eca"),
-    "ese_vovnet39b_evos": VovNetCfg(norm_layer="evonorms0"),
+    "ese_vovnet19b_slim": _v(layer_per_block=3, block_per_stage=(1, 1, 1, 1), **_SLIM),
+    "ese_vovnet39b": _v(),
+    "ese_vovnet57b": _v(block_per_stage=(1, 1, 4, 3)),
+    "ese_vovnet99b": _v(block_per_stage=(1, 3, 9, 3)),
+    "eca_vovnet39b": _v(attn="eca"),
+    "ese_vovnet39b_evos": _v(norm_layer="evonorms0"),
 }
 
 
-def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> VovNet:
-    return build_model(VovNet, variant, pretrained, model_args=dict(cfg=VOVNET_CFGS[variant]), **kwargs)
-
-
-register_variants("vovnet", VOVNET_CFGS, _create)
+register_family("vovnet", VARIANTS)
