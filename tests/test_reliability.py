@@ -215,3 +215,62 @@ def test_cli_offline_error_uses_cli_words(tmp_path):
     assert "--checkpoint PATH" in err[0] and f"{LITE0}.pypi_in1k" in err[0] and "HF_HUB_OFFLINE" in err[0]
     assert "pretrained_cfg_overlay" not in err[0]
     assert elapsed < 60, f"{elapsed:.0f} s"  # the process incl. imports; the network part is timed above
+
+
+# ---------------------------------------------------------------------------------------------
+# corrupt images in a training folder: one clean error before training, naming every bad file
+# ---------------------------------------------------------------------------------------------
+
+def _image_folder(root: Path, per_class: int = 4) -> dict[str, Path]:
+    """root/<class>/*.png|jpg (valid), plus a truncated PNG, a truncated JPEG, an empty and a
+    non-image file; returns the bad ones."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / c / f"{i}.{'png' if i % 2 else 'jpg'}")
+    bad = {}
+    for name, src in (("cat/trunc.png", "cat/1.png"), ("dog/trunc.jpg", "dog/0.jpg")):
+        data = (root / src).read_bytes()
+        (root / name).write_bytes(data[:len(data) // 2])
+        bad[name] = root / name
+    (root / "dog/empty.png").write_bytes(b"")
+    (root / "cat/notes.jpg").write_text("not an image")
+    bad["dog/empty.png"], bad["cat/notes.jpg"] = root / "dog/empty.png", root / "cat/notes.jpg"
+    return bad
+
+
+def test_find_unreadable_images(tmp_path):
+    from visionzoo.data.dataset import find_unreadable_images
+
+    bad = _image_folder(tmp_path)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    found = dict(find_unreadable_images(files, workers=1))
+    assert set(found) == {str(p) for p in bad.values()}
+    assert found[str(bad["cat/trunc.png"])] == "truncated" and found[str(bad["dog/trunc.jpg"])] == "truncated"
+    assert found[str(bad["dog/empty.png"])] == "empty file" and found[str(bad["cat/notes.jpg"])] == "not an image"
+    assert dict(find_unreadable_images(files * 20, workers=2)).keys() == found.keys()  # threaded path
+
+
+def test_train_cli_corrupt_image_is_one_clean_error(tmp_path):
+    import subprocess
+
+    data = tmp_path / "data"
+    bad = _image_folder(data / "train")
+    _image_folder(data / "val")
+    env = dict(os.environ, VISIONZOO_CACHE=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "visionzoo.cli.main", "train", "--model", "test_efficientnet", "--data", str(data),
+           "--img-size", "32", "--batch-size", "4", "--epochs", "1", "--workers", "1", "--threads", "1",
+           "--no-progress", "--output", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("visionzoo: error: 8 unreadable image file(s)"), proc.stderr
+    for name in bad:  # every bad file of both splits is named
+        assert f"{name} (" in err[0]
+    assert not (tmp_path / "run" / "last.pth").exists()  # failed before training

@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from torch.utils.data import Dataset
 
-from .images import IMAGE_EXTENSIONS, load_image
+from .images import IMAGE_EXTENSIONS, MAX_PIXELS, load_image
 
 __all__ = ["ImageFolder", "DatasetError", "find_classes", "find_split_dirs", "split_samples",
-           "write_digits_folder", "builtin_dataset_dir", "BUILTIN_DATASETS"]
+           "write_digits_folder", "builtin_dataset_dir", "BUILTIN_DATASETS", "find_unreadable_images",
+           "check_images"]
 
 Sample = tuple[str, int]
 
@@ -54,6 +55,77 @@ def _scan(root: Path, classes: Sequence[str], extensions: Sequence[str]) -> list
         shown = ", ".join(repr(e) for e in empty[:10]) + (" ..." if len(empty) > 10 else "")
         raise DatasetError(f"{len(empty)} class folder(s) in {root} hold no images ({', '.join(extensions)}): {shown}")
     return samples
+
+
+def _image_problem(path: str, max_pixels: int | None = MAX_PIXELS) -> str | None:
+    """None when ``path`` decodes completely, else a short reason ('truncated', 'empty file', ...).
+
+    JPEGs decode at 1/8 scale (libjpeg still reads every byte, so truncation is caught) to keep a
+    scan of a large folder cheap; other formats decode in full.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        with Image.open(path) as img:
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                return f"{w}x{h} pixels, over the {max_pixels} limit"
+            if img.format == "JPEG":
+                img.draft(img.mode, (max(1, w // 8), max(1, h // 8)))
+            img.load()
+    except UnidentifiedImageError:
+        return "not an image"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "truncated" in text.lower() or "end of stream" in text.lower() or "broken data stream" in text.lower():
+            return "truncated"
+        return text[:80]
+    return None
+
+
+def find_unreadable_images(paths: Iterable[str | os.PathLike], workers: int | None = None) -> list[tuple[str, str]]:
+    """``[(path, reason)]`` for every file in ``paths`` that does not decode, in input order.
+
+    Decoding runs on ``workers`` threads (Pillow releases the GIL while decoding); default:
+    up to 8, one per CPU.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [str(p) for p in paths]
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1)
+    if workers <= 1 or len(paths) < 64:
+        problems = [_image_problem(p) for p in paths]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visionzoo-scan") as pool:
+            problems = list(pool.map(_image_problem, paths, chunksize=32))
+    return [(p, why) for p, why in zip(paths, problems) if why is not None]
+
+
+def check_images(*datasets: "ImageFolder | None", workers: int | None = None) -> None:
+    """Decode every image of ``datasets`` once; raise one :class:`DatasetError` naming every file
+    that cannot be read, so that training never stops part-way on a bad file."""
+    seen: dict[str, Path] = {}
+    for ds in datasets:
+        if ds is not None:
+            for path, _ in ds.samples:
+                seen.setdefault(path, ds.root)
+    bad = sorted(find_unreadable_images(list(seen), workers=workers))
+    if not bad:
+        return
+    roots = sorted({str(seen[p]) for p, _ in bad})
+
+    def short(p: str) -> str:
+        try:
+            return str(Path(p).relative_to(seen[p]))
+        except ValueError:
+            return p
+
+    listed = ", ".join(f"{short(p)} ({why})" for p, why in bad)
+    raise DatasetError(f"{len(bad)} unreadable image file(s) under {', '.join(roots)}; fix or remove them "
+                       f"before training: {listed}")
 
 
 class ImageFolder(Dataset):

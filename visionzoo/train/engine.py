@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from ..data.dataset import DatasetError, ImageFolder, builtin_dataset_dir, find_classes, find_split_dirs, split_samples
+from ..data.dataset import (DatasetError, ImageFolder, builtin_dataset_dir, check_images, find_classes,
+                            find_split_dirs, split_samples)
 from .checkpoint import FORMAT, ResumeError, get_rng_state, load_training_checkpoint, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 from .ema import ModelEma
@@ -340,6 +341,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
                                 hflip=cfg.hflip, color_jitter=cfg.color_jitter)
     eval_tf = create_transform(**data_cfg, is_training=False)
     train_set, val_set = build_datasets(cfg, train_tf, eval_tf, seed=cfg.seed)
+    check_images(train_set, val_set)  # one error naming every unreadable file, before any step
     per_rank = math.ceil(len(train_set) / info.world_size)
     drop_last = per_rank > cfg.batch_size
     train_sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
