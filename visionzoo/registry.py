@@ -134,7 +134,7 @@ def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
         for tag, cfg in _runtime_cfgs[arch].items():
             cfg = dataclasses.replace(cfg, extra=dict(cfg.extra))
             cfg.architecture = cfg.architecture or arch
-            cfg.tag = tag if cfg.tag is None else cfg.tag
+            cfg.tag = (tag or None) if cfg.tag is None else cfg.tag
             out[tag] = cfg
         return out
     family = _builtin_index().get(arch)
@@ -144,7 +144,7 @@ def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
     out = {}
     for tag, d in raw.items():
         cfg = PretrainedCfg.from_dict(d)
-        cfg.architecture, cfg.tag = arch, tag
+        cfg.architecture, cfg.tag = arch, tag or None  # untagged: no tag key, as in the reference
         out[tag] = cfg
     return out
 
@@ -308,7 +308,7 @@ def list_models(
                     continue
                 if name_matches_cfg and (cfg.architecture not in (None, arch) or (cfg.tag or tag) != tag):
                     continue
-                names.append(f"{arch}.{tag}")
+                names.append(f"{arch}.{tag}" if tag else arch)
         else:
             if pretrained and not any(c.has_weights for c in cfgs.values()):
                 continue

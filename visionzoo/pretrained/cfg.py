@@ -24,9 +24,10 @@ class PretrainedCfg(MutableMapping):
 
     The record is also a mapping, as the reference library's cfg dicts are: ``cfg['input_size']``,
     ``cfg.get('mean')``, ``'pool_size' in cfg``, ``dict(cfg)`` and ``cfg == {...}`` all work. Its keys
-    are the fields whose value is not ``None`` plus the entries of ``extra`` (keys the dataclass
-    does not model), so ``dict(cfg)`` equals :meth:`to_dict`. Assigning a key sets the field (or
-    an ``extra`` entry); deleting one resets a field to ``None``.
+    are the fields whose value is not ``None``, the fields given explicitly as ``None`` (recorded in
+    ``null_keys``, so a ViT's ``pool_size: None`` stays a key as in the reference) and the entries
+    of ``extra`` (keys the dataclass does not model); ``dict(cfg)`` equals :meth:`to_dict`.
+    Assigning a key sets the field (or an ``extra`` entry); deleting one resets a field to ``None``.
     """
 
     architecture: str | None = None
@@ -67,6 +68,8 @@ class PretrainedCfg(MutableMapping):
     paper_name: str | None = None
     notes: str | tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # fields given explicitly as None (the reference keeps e.g. a ViT's ``pool_size: None`` key)
+    null_keys: frozenset[str] = field(default=frozenset(), repr=False)
 
     @property
     def has_weights(self) -> bool:
@@ -74,23 +77,26 @@ class PretrainedCfg(MutableMapping):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PretrainedCfg":
-        known = {f.name for f in fields(cls)}
         kw: dict[str, Any] = {}
         extra: dict[str, Any] = dict(d.get("extra", {}) or {})
+        nulls = set(d.get("null_keys", ()) or ())
         for k, v in d.items():
-            if k == "extra":
+            if k in ("extra", "null_keys"):
                 continue
-            if k in known:
+            if k in _FIELD_NAMES:
                 kw[k] = _tuplify(v)
+                if v is None:
+                    nulls.add(k)
             else:
                 extra[k] = v
-        return cls(**kw, extra=extra)
+        return cls(**kw, extra=extra, null_keys=frozenset(nulls))
 
     def to_dict(self, drop_none: bool = True) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        d.update(self.extra)
+        """The cfg as a plain dict: the mapping view, or with ``drop_none=False`` every field."""
         if drop_none:
-            d = {k: v for k, v in d.items() if v is not None}
+            return dict(self.items())
+        d = {name: getattr(self, name) for name in _FIELD_NAMES}
+        d.update(self.extra)
         return d
 
     def replace(self, **changes: Any) -> "PretrainedCfg":
@@ -100,7 +106,7 @@ class PretrainedCfg(MutableMapping):
     def __getitem__(self, key: str) -> Any:
         if key in _FIELD_NAMES:
             value = getattr(self, key)
-            if value is not None:
+            if value is not None or key in self.null_keys:
                 return value
         elif key in self.extra:
             return self.extra[key]
@@ -108,7 +114,7 @@ class PretrainedCfg(MutableMapping):
 
     def __iter__(self) -> Iterator[str]:
         for name in _FIELD_NAMES:
-            if getattr(self, name) is not None:
+            if getattr(self, name) is not None or name in self.null_keys:
                 yield name
         yield from self.extra
 
@@ -117,20 +123,22 @@ class PretrainedCfg(MutableMapping):
 
     def __contains__(self, key: object) -> bool:
         if key in _FIELD_NAMES:
-            return getattr(self, key) is not None  # type: ignore[arg-type]
+            return getattr(self, key) is not None or key in self.null_keys  # type: ignore[arg-type]
         return key in self.extra
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key in _FIELD_NAMES:
             setattr(self, key, _tuplify(value))
-        elif key == "extra":
-            raise KeyError("'extra' is not a cfg key; set its entries as keys")
+            self.null_keys = self.null_keys | {key} if value is None else self.null_keys - {key}
+        elif key in ("extra", "null_keys"):
+            raise KeyError(f"{key!r} is not a cfg key")
         else:
             self.extra[key] = value
 
     def __delitem__(self, key: str) -> None:
-        if key in _FIELD_NAMES and getattr(self, key) is not None:
+        if key in _FIELD_NAMES and key in self:
             setattr(self, key, None)
+            self.null_keys = self.null_keys - {key}
         elif key in self.extra:
             del self.extra[key]
         else:
@@ -145,7 +153,7 @@ class PretrainedCfg(MutableMapping):
 
 
 # the dataclass fields that are mapping keys ("extra" holds further keys itself)
-_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(PretrainedCfg) if f.name != "extra")
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(PretrainedCfg) if f.name not in ("extra", "null_keys"))
 
 
 def _tuplify(v: Any) -> Any:
@@ -158,6 +166,6 @@ def merge_cfg(cfg: PretrainedCfg, overlay: Mapping[str, Any] | None) -> Pretrain
     """Return a copy of ``cfg`` with the keys of ``overlay`` replaced (unknown keys go to extra)."""
     if not overlay:
         return dataclasses.replace(cfg, extra=dict(cfg.extra))
-    d = cfg.to_dict(drop_none=False)
-    d.update(overlay)
+    d = dict(cfg.items())  # unset fields stay unset; explicit None keys stay keys
+    d.update(overlay.items())
     return PretrainedCfg.from_dict(d)
