@@ -134,7 +134,7 @@ def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
         for tag, cfg in _runtime_cfgs[arch].items():
             cfg = dataclasses.replace(cfg, extra=dict(cfg.extra))
             cfg.architecture = cfg.architecture or arch
-            cfg.tag = (tag or None) if cfg.tag is None else cfg.tag
+            cfg.tag = tag if cfg.tag is None else cfg.tag
             out[tag] = cfg
         return out
     family = _builtin_index().get(arch)
@@ -144,7 +144,7 @@ def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
     out = {}
     for tag, d in raw.items():
         cfg = PretrainedCfg.from_dict(d)
-        cfg.architecture, cfg.tag = arch, tag or None  # untagged: no tag key, as in the reference
+        cfg.architecture, cfg.tag = arch, tag
         out[tag] = cfg
     return out
 

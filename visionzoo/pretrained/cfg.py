@@ -26,7 +26,8 @@ class PretrainedCfg(MutableMapping):
     ``cfg.get('mean')``, ``'pool_size' in cfg``, ``dict(cfg)`` and ``cfg == {...}`` all work. Its keys
     are the fields whose value is not ``None``, the fields given explicitly as ``None`` (recorded in
     ``null_keys``, so a ViT's ``pool_size: None`` stays a key as in the reference) and the entries
-    of ``extra`` (keys the dataclass does not model); ``dict(cfg)`` equals :meth:`to_dict`.
+    of ``extra`` (keys the dataclass does not model); an untagged cfg (``tag == ''``) has no
+    ``tag`` key. ``dict(cfg)`` equals :meth:`to_dict`.
     Assigning a key sets the field (or an ``extra`` entry); deleting one resets a field to ``None``.
     """
 
@@ -103,10 +104,14 @@ class PretrainedCfg(MutableMapping):
         return merge_cfg(self, changes)
 
     # -- mapping view -------------------------------------------------------------------------
+    def _is_key(self, name: str, value: Any) -> bool:
+        if value is None:
+            return name in self.null_keys
+        return not (name == "tag" and value == "")  # an untagged cfg has no tag key, as in the reference
     def __getitem__(self, key: str) -> Any:
         if key in _FIELD_NAMES:
             value = getattr(self, key)
-            if value is not None or key in self.null_keys:
+            if self._is_key(key, value):
                 return value
         elif key in self.extra:
             return self.extra[key]
@@ -114,7 +119,7 @@ class PretrainedCfg(MutableMapping):
 
     def __iter__(self) -> Iterator[str]:
         for name in _FIELD_NAMES:
-            if getattr(self, name) is not None or name in self.null_keys:
+            if self._is_key(name, getattr(self, name)):
                 yield name
         yield from self.extra
 
@@ -123,7 +128,7 @@ class PretrainedCfg(MutableMapping):
 
     def __contains__(self, key: object) -> bool:
         if key in _FIELD_NAMES:
-            return getattr(self, key) is not None or key in self.null_keys  # type: ignore[arg-type]
+            return self._is_key(key, getattr(self, key))  # type: ignore[arg-type]
         return key in self.extra
 
     def __setitem__(self, key: str, value: Any) -> None:
