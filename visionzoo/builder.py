@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from .features import FeatureListNet
 from .pretrained.cfg import PretrainedCfg, merge_cfg
-from .pretrained.load import FilterFn, load_pretrained
+from .pretrained.load import FilterFn, load_pretrained, materialize_empty, skip_init_on_meta
 from .registry import get_pretrained_cfg
 
 __all__ = ["build_model", "resolve_pretrained_cfg", "check_model_kwargs", "init_non_persistent_buffers"]
@@ -104,9 +104,9 @@ def build_model(
         raise ValueError(f"{variant}{'.' + cfg.tag if cfg.tag else ''} has no pretrained weights; "
                          f"tags with weights: visionzoo.list_pretrained('{variant}*')")
     if load:
-        with torch.device("meta"):
+        with torch.device("meta"), skip_init_on_meta():
             model = model_cls(**args)
-        model = model.to_empty(device="cpu")
+        model = materialize_empty(model, "cpu")
         init_non_persistent_buffers(model)
     else:
         model = model_cls(**args)

@@ -15,12 +15,47 @@ from .cfg import PretrainedCfg
 from .sources import resolve_weights_file
 
 __all__ = ["load_state_dict_file", "load_checkpoint", "resume_checkpoint", "load_pretrained", "adapt_input_conv",
-           "CheckpointError", "clean_state_dict", "load_into_model", "LoadReport"]
+           "CheckpointError", "clean_state_dict", "load_into_model", "LoadReport", "skip_init_on_meta",
+           "materialize_empty"]
 
 _logger = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
 FilterFn = Callable[[StateDict, nn.Module], StateDict]
+
+
+# in-place ops that only change values: on a meta tensor (no values) they are no-ops
+_VALUE_INPLACE_OPS = frozenset({
+    "normal_", "uniform_", "zero_", "fill_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_", "clamp_min_",
+    "clamp_max_", "copy_", "exponential_", "bernoulli_", "random_", "log_normal_", "cauchy_", "geometric_",
+    "fill_diagonal_", "abs_", "sqrt_", "neg_", "exp_", "log_", "masked_fill_", "index_fill_", "addcmul_", "lerp_",
+})
+
+
+class skip_init_on_meta(torch.overrides.TorchFunctionMode):  # noqa: N801 - used as a context manager
+    """Inside a ``torch.device("meta")`` construction, make weight-init calls on meta tensors no-ops.
+
+    A meta tensor has no values, so ``normal_``/``uniform_``/``trunc_normal_``... compute nothing,
+    but their meta kernels are Python references: the first such call in a process imported
+    ``torch._refs``/``torch._decomp`` (2-7 s here), which was most of ``create_model(pretrained=True)``
+    from a local file. Shape-changing in-place ops (``resize_``, ``t_``, ...) still run.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")  # torch.nn.init functions pass it by keyword
+        if (isinstance(target, torch.Tensor) and target.is_meta
+                and (getattr(func, "__name__", "") in _VALUE_INPLACE_OPS
+                     or getattr(func, "__module__", "") == "torch.nn.init")):
+            return target
+        return func(*args, **kwargs)
+
+
+def materialize_empty(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
+    """``model.to_empty(device=...)`` without ``empty_like``: on meta tensors that goes through
+    Python reference kernels whose first use imports sympy (~2 s per process). Values are
+    uninitialised; parameters keep ``requires_grad``."""
+    return model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device) if t.is_meta else t)
 
 
 class CheckpointError(RuntimeError):
