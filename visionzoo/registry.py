@@ -301,7 +301,8 @@ def list_models(
     archs = [a for a, m in mods.items() if not wanted_modules or m in wanted_modules]
     names: list[str] = []
     for arch in archs:
-        cfgs = _arch_tag_cfgs(arch)
+        # cfg records only when asked about (building them all costs ~0.1 s: `visionzoo list`)
+        cfgs = _arch_tag_cfgs(arch) if include_tags or pretrained or name_matches_cfg else {}
         if include_tags:
             for tag, cfg in cfgs.items():
                 if pretrained and not cfg.has_weights:
