@@ -176,6 +176,22 @@ def test_offline_fails_fast_and_names_offline_tags(no_network, monkeypatch, flag
     assert "\n" not in err.cli_message and "pretrained_cfg_overlay" not in err.cli_message
 
 
+def test_silent_network_costs_one_timeout(no_network, monkeypatch):
+    """Hosts that never answer (dropped packets, hanging DNS): the hub and URL checks run in
+    parallel and give up after one probe timeout in all, instead of one per source or retries."""
+    from visionzoo.pretrained import sources
+
+    def hang(*args, **kwargs):
+        time.sleep(5.0)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(sources, "_PROBE_TIMEOUT", 1.0)
+    monkeypatch.setattr(sources.socket, "create_connection", hang)
+    elapsed, err = _fails_fast(no_network)
+    assert str(err).count("no answer within 1 s") == 2, str(err)
+    assert elapsed < 2.8, f"took {elapsed:.1f} s"  # one 1.5 s wait, not two (or the hub's retries)
+
+
 def test_offline_flag_skips_url_download(tmp_path, monkeypatch):
     """VISIONZOO_OFFLINE: a reachable server is not contacted; a cached file is still used."""
     monkeypatch.setenv("VISIONZOO_OFFLINE", "1")

@@ -46,9 +46,33 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 _PROBE_TIMEOUT = 3.0  # seconds for one "can this host be reached at all" check
-_PROBE_TTL = 60.0  # a failed check is trusted this long before trying again
-_probe_cache: dict[tuple[str, int], tuple[float, str | None]] = {}
+_PROBE_TTL = 60.0  # a check's answer is trusted this long before asking again
 _probe_lock = threading.Lock()
+
+
+class _Probe:
+    """One background TCP connect to ``target``; :meth:`wait` gives None (reachable) or why not."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.started, self.reason = target, time.monotonic(), None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="visionzoo-net-probe").start()
+
+    def _run(self) -> None:
+        try:
+            socket.create_connection(self.target, timeout=_PROBE_TIMEOUT).close()
+        except OSError as e:  # DNS failure, refused, unreachable, timeout
+            self.reason = f"{type(e).__name__}: {e}"
+        self.done.set()
+
+    def wait(self) -> str | None:
+        # a thread, so that a hanging DNS lookup cannot hold the caller past the timeout either
+        if not self.done.wait(max(0.0, self.started + _PROBE_TIMEOUT + 0.5 - time.monotonic())):
+            return f"cannot reach {self.target[0]}:{self.target[1]} (no answer within {_PROBE_TIMEOUT:.0f} s)"
+        return f"cannot reach {self.target[0]}:{self.target[1]} ({self.reason})" if self.reason else None
+
+
+_probe_cache: dict[tuple[str, int], _Probe] = {}
 
 
 def _env_flag(name: str) -> bool:
@@ -82,36 +106,23 @@ def _connect_target(url: str) -> tuple[str, int]:
     return host, port
 
 
+def _probe(url: str) -> _Probe:
+    """The (possibly running) reachability check of ``url``'s host or proxy; starts one if needed."""
+    target = _connect_target(url)
+    with _probe_lock:
+        probe = _probe_cache.get(target)
+        if probe is None or time.monotonic() - probe.started > _PROBE_TTL:
+            probe = _probe_cache[target] = _Probe(target)
+    return probe
+
+
 def _unreachable(url: str) -> str | None:
     """None when a TCP connection to ``url``'s host (or proxy) opens within a few seconds, else why not.
 
-    Runs in a thread, so a hanging DNS lookup cannot hold the caller longer than the timeout;
-    a failure is remembered for a minute (one check per process and host, not one per file).
+    Checks are shared and remembered for a minute: one per process and host, not one per file;
+    :func:`resolve_weights_file` starts them for all of a cfg's sources at once.
     """
-    target = _connect_target(url)
-    now = time.monotonic()
-    with _probe_lock:
-        hit = _probe_cache.get(target)
-        if hit is not None and now - hit[0] < _PROBE_TTL:
-            return hit[1]
-    result: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection(target, timeout=_PROBE_TIMEOUT).close()
-            result.append(None)
-        except OSError as e:
-            result.append(f"{type(e).__name__}: {e}")
-
-    t = threading.Thread(target=probe, daemon=True, name="visionzoo-net-probe")
-    t.start()
-    t.join(_PROBE_TIMEOUT + 0.5)
-    reason = result[0] if result else f"no answer within {_PROBE_TIMEOUT:.0f} s"
-    if reason is not None:
-        reason = f"cannot reach {target[0]}:{target[1]} ({reason})"
-        with _probe_lock:
-            _probe_cache[target] = (now, reason)
-    return reason
+    return _probe(url).wait()
 
 
 class HashMismatchError(ValueError):
@@ -332,6 +343,14 @@ def resolve_weights_file(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None
                          progress: bool = True) -> Path:
     """Local path of a cfg's weights, trying ``file``, ``package``, ``hf_hub_id``, then ``url``."""
     tried: list[str] = []
+    if not (cfg.file and Path(cfg.file).expanduser().is_file()) and not _available_locally(cfg, cache_dir):
+        # check the network sources' hosts in parallel: offline, the whole search takes one timeout
+        if cfg.hf_hub_id and not offline_mode(hub=True):
+            from huggingface_hub import constants
+
+            _probe(constants.ENDPOINT)
+        if cfg.url and not offline_mode():
+            _probe(cfg.url)
     if cfg.file:
         path = Path(cfg.file).expanduser()
         if path.is_file():
