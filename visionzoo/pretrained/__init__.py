@@ -20,11 +20,14 @@ _EXPORTS: dict[str, str] = {
     "load_checkpoint": "load",
     "load_pretrained": "load",
     "load_state_dict_file": "load",
+    "LoadReport": "load",
     "HashMismatchError": "sources",
     "WeightsNotFoundError": "sources",
     "download_url": "sources",
     "get_cache_dir": "sources",
     "resolve_weights_file": "sources",
+    "offline_mode": "sources",
+    "offline_tags": "sources",
 }
 
 __all__ = list(_EXPORTS)
