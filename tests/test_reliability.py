@@ -26,8 +26,6 @@ NAME = f"weights-{DIGEST[:8]}.pth"
 class _SlowRangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves PAYLOAD in 16 slow chunks (so downloads overlap), honouring ``Range: bytes=N-``."""
 
-    requests: list[tuple[str, int]] = []  # (range header or '', bytes sent), per server
-
     def do_GET(self) -> None:  # noqa: N802
         rng = self.headers.get("Range", "")
         start = int(rng.split("=", 1)[1].rstrip("-")) if rng.startswith("bytes=") else 0
@@ -43,7 +41,7 @@ class _SlowRangeHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body[i:i + step])
             sent += len(body[i:i + step])
             time.sleep(0.02)
-        self.server.log.append((rng, sent))  # type: ignore[attr-defined]
+        self.server.log.append((rng, sent))  # type: ignore[attr-defined]  # (Range header or '', bytes sent)
 
     def log_message(self, *args) -> None:
         pass
