@@ -3,7 +3,9 @@
 What :func:`optimize` does, in order (each step can be turned off):
 
 1. ``model.eval()``;
-2. **BatchNorm folding** (:func:`fold_batchnorm`): every eval-mode BatchNorm whose input is
+2. **re-parameterisation** (:func:`reparameterize_modules`): modules with a ``reparameterize()``
+   method (RepVGG / MobileOne blocks, ...) fuse their training-time branches into one conv; then
+   **BatchNorm folding** (:func:`fold_batchnorm`): every eval-mode BatchNorm whose input is
    the output of a plain convolution, and which is that output's *only* consumer, is folded
    into the convolution's weight and bias and replaced by ``nn.Identity``. Pairs are found by
    running one forward pass under a :class:`~torch.overrides.TorchFunctionMode` that records
@@ -46,7 +48,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["optimize", "fold_batchnorm", "OptimizedModel", "bf16_supported", "compile_available",
+__all__ = ["optimize", "fold_batchnorm", "reparameterize_modules", "OptimizedModel", "bf16_supported", "compile_available",
            "example_input", "resolve_input_size", "bf16_close"]
 
 _BN_FORWARD = nn.modules.batchnorm._BatchNorm.forward
@@ -437,10 +439,21 @@ def _set_fused_attn(model: nn.Module, enable: bool) -> int:
     return n
 
 
+def reparameterize_modules(model: nn.Module) -> int:
+    """Call ``reparameterize()`` on every module that defines it, deepest first (re-parameterisable
+    blocks fold their training-time branches into one conv). Returns how many were called."""
+    mods = [m for m in model.modules() if callable(getattr(m, "reparameterize", None))]
+    with torch.no_grad():
+        for m in reversed(mods):
+            m.reparameterize()
+    return len(mods)
+
+
 def optimize(
     model: nn.Module,
     *,
     fold_bn: bool = True,
+    reparam: bool = True,
     channels_last: bool = True,
     compile: bool = False,
     dtype: torch.dtype | str | None = None,
@@ -456,6 +469,8 @@ def optimize(
 
     Args:
         fold_bn: fold BatchNorm into the preceding convolution (exact up to float round-off).
+        reparam: call ``reparameterize()`` on every module that has one (RepVGG / MobileOne-style
+            blocks fuse their training-time branches into one conv; exact up to round-off).
         channels_last: NHWC weights and inputs (fast oneDNN convolutions on CPU).
         compile: ``torch.compile`` with Inductor and weight freezing, when
             :func:`compile_available` (else a warning). The first call of each input shape
@@ -492,6 +507,8 @@ def optimize(
     dtype = _resolve_dtype(dtype)
 
     t0 = time.perf_counter()
+    if reparam:
+        report["reparameterized"] = reparameterize_modules(model)
     if fold_bn:
         report["folded_bn"] = len(fold_batchnorm(model, example))
     if fused_attn:

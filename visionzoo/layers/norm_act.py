@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .activations import LayerType, create_act_layer
 
-__all__ = ["BatchNormAct2d", "GroupNormAct", "EvoNorm2dS0", "FilterResponseNormTlu2d", "get_norm_act_layer"]
+__all__ = ["BatchNormAct2d", "GroupNormAct", "EvoNorm2dS0", "EvoNorm2dS0a", "FilterResponseNormTlu2d", "get_norm_act_layer"]
 
 
 class BatchNormAct2d(nn.BatchNorm2d):
@@ -88,6 +88,21 @@ class EvoNorm2dS0(nn.Module):
         return x * self.weight.view(shape) + self.bias.view(shape)
 
 
+class EvoNorm2dS0a(EvoNorm2dS0):
+    """EvoNorm-S0a: S0 that divides by the group std even without the activation (eps 1e-3)."""
+
+    def __init__(self, num_features: int, groups: int = 32, group_size: int | None = None, apply_act: bool = True,
+                 eps: float = 1e-3, **_: object) -> None:
+        super().__init__(num_features, groups=groups, group_size=group_size, apply_act=apply_act, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        std = _group_std(x, self.groups, self.eps)
+        if self.v is not None:
+            x = x * torch.sigmoid(x * self.v.view(shape))
+        return (x / std) * self.weight.view(shape) + self.bias.view(shape)
+
+
 class FilterResponseNormTlu2d(nn.Module):
     """Filter Response Norm ``x / sqrt(mean_hw(x^2) + eps)``, affine, then TLU ``max(x, tau)``."""
 
@@ -111,6 +126,7 @@ _NORM_ACTS = {
     "batchnorm2d": BatchNormAct2d,
     "groupnorm": GroupNormAct,
     "evonorms0": EvoNorm2dS0,
+    "evonorms0a": EvoNorm2dS0a,
     "frn": FilterResponseNormTlu2d,
     "frntlu": FilterResponseNormTlu2d,
 }
