@@ -161,3 +161,65 @@ def test_forward_intermediates():
     m.prune_intermediate_layers([1], prune_norm=True)
     assert len(m.blocks) == 2 and isinstance(m.norm, torch.nn.Identity) and m.num_classes == 0
     assert math.isclose(float(m.blocks[0].gamma_1[0]), 1e-5, rel_tol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# BEiT: relative position bias
+# --------------------------------------------------------------------------------------------
+
+def _tiny_beit(img_size=32, **kw):
+    from visionzoo.models.beit import Beit
+
+    torch.manual_seed(0)
+    return Beit(img_size=img_size, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_hidden=64,
+                num_classes=5, **kw).eval()
+
+
+def test_beit_relative_position_index():
+    from visionzoo.models.beit import relative_position_index
+
+    idx = relative_position_index((2, 3))
+    num_grid = 3 * 5
+    assert idx.shape == (7, 7)
+    assert idx[0, 0] == num_grid + 2 and (idx[0, 1:] == num_grid).all() and (idx[1:, 0] == num_grid + 1).all()
+    # patch pairs with the same offset share an entry; (0,0)->(1,2) is offset (-1,-2)
+    assert idx[1, 1] == idx[2, 2] == (0 + 1) * 5 + (0 + 2)
+    assert idx[1, 6] == (-1 + 1) * 5 + (-2 + 2)
+    assert len(set(idx[1:, 1:].flatten().tolist())) == num_grid
+
+
+def test_beit_rel_pos_bias_resampled_on_load():
+    from visionzoo.models.beit import Beit, resize_rel_pos_bias_table
+
+    src, dst = _tiny_beit(32), _tiny_beit(48)
+    key = "blocks.0.attn.relative_position_bias_table"
+    assert src.state_dict()[key].shape == (7 * 7 + 3, 2) and dst.state_dict()[key].shape == (11 * 11 + 3, 2)
+    sd = Beit.checkpoint_filter_fn(src.state_dict(), dst)
+    dst.load_state_dict(sd)
+    table = sd[key]
+    torch.testing.assert_close(table[-3:], src.state_dict()[key][-3:])  # class-token entries kept
+    # the zero offset stays at the centre of the resampled offset grid with (close to) its value
+    centre_old, centre_new = 3 * 7 + 3, 5 * 11 + 5
+    torch.testing.assert_close(table[centre_new], src.state_dict()[key][centre_old], rtol=0.2, atol=0.05)
+    with torch.no_grad():
+        assert dst(torch.randn(1, 3, 48, 48)).shape == (1, 5)
+    # resampling to the same window is the identity
+    t = torch.randn(7 * 7 + 3, 2)
+    assert resize_rel_pos_bias_table(t, (4, 4)) is t
+
+
+def test_beit_set_input_size():
+    m = _tiny_beit(32)
+    ref = _tiny_beit(48)
+    m.set_input_size(img_size=48)
+    assert m.blocks[1].attn.relative_position_index.shape == (37, 37)
+    ref.load_state_dict(Beit_filter(m, ref))
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref(x))
+
+
+def Beit_filter(src, dst):
+    from visionzoo.models.beit import Beit
+
+    return Beit.checkpoint_filter_fn(src.state_dict(), dst)

@@ -138,6 +138,10 @@ class EvaAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: Optional[torch.Tensor] = None,
                 attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self._attend(x, rope, attn_mask)
+
+    def _attend(self, x: torch.Tensor, rope: Optional[torch.Tensor],
+                attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self._qkv(x)
         q, k = self.q_norm(q), self.k_norm(k)
@@ -173,7 +177,8 @@ class EvaBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_hidden: int, *, mlp_type: str = "mlp", scale_mlp: bool = False,
                  act_layer: LayerType = "gelu", init_values: Optional[float] = None, mlp_layer_scale: bool = True,
                  drop_path: float = 0.0, proj_drop: float = 0.0, norm_layer: NormFactory = nn.LayerNorm,
-                 post_norm: bool = False, **attn_kwargs: Any) -> None:
+                 post_norm: bool = False, attn_layer: Optional[Callable[..., nn.Module]] = None,
+                 **attn_kwargs: Any) -> None:
         super().__init__()
         self.register_parameter("gamma_1", None)
         self.register_parameter("gamma_2", None)
@@ -182,7 +187,7 @@ class EvaBlock(nn.Module):
             if mlp_layer_scale:
                 self.gamma_2 = nn.Parameter(torch.full((dim,), float(init_values)))
         self.post_norm = post_norm
-        attn = EvaAttention(dim, num_heads, proj_drop=proj_drop, norm_layer=norm_layer, **attn_kwargs)
+        attn = (attn_layer or EvaAttention)(dim, num_heads, proj_drop=proj_drop, norm_layer=norm_layer, **attn_kwargs)
         mlp = _make_mlp(mlp_type, dim, mlp_hidden, act_layer, norm_layer if scale_mlp else None, proj_drop)
         if post_norm:  # registration order of the published post-norm weights: attn, norm1, mlp, norm2
             self.attn, self.norm1 = attn, norm_layer(dim)
@@ -225,7 +230,8 @@ class Eva(FeatureMixin, nn.Module):
             :class:`EvaAttention`); ``num_kv_heads``: grouped-query attention in the blocks
             ``gqa_skip <= i < depth - gqa_skip``.
         init_values: layer-scale init (``None``: none); ``mlp_layer_scale``: also on the MLP branch;
-            ``post_norm``: post-norm blocks.
+            ``post_norm``: post-norm blocks; ``attn_layer``: attention class (default
+            :class:`EvaAttention`; families such as BEiT pass a subclass).
         class_token, reg_tokens: prefix tokens. ``use_abs_pos_emb``: learned absolute position
             embedding; ``no_embed_class``: it covers the patch tokens only.
         pre_norm (``norm_pre``), final_norm (``norm``), fc_norm (after pooling; ``None``: with
@@ -272,6 +278,7 @@ class Eva(FeatureMixin, nn.Module):
         init_values: Optional[float] = None,
         mlp_layer_scale: bool = True,
         post_norm: bool = False,
+        attn_layer: Optional[Callable[..., nn.Module]] = None,
         class_token: bool = True,
         reg_tokens: int = 0,
         use_abs_pos_emb: bool = True,
@@ -359,7 +366,7 @@ class Eva(FeatureMixin, nn.Module):
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.Sequential(*[
             EvaBlock(embed_dim, num_heads, hidden, mlp_type=mlp_type, scale_mlp=scale_mlp, act_layer=act_layer,
-                     init_values=init_values, mlp_layer_scale=mlp_layer_scale, post_norm=post_norm, drop_path=dpr[i],
+                     init_values=init_values, mlp_layer_scale=mlp_layer_scale, post_norm=post_norm, attn_layer=attn_layer, drop_path=dpr[i],
                      proj_drop=proj_drop_rate, norm_layer=norm, qkv_mode=qkv_mode, qkv_bias=qkv_bias,
                      k_bias=k_bias, qk_norm=qk_norm,
                      num_kv_heads=num_kv_heads if gqa_skip <= i < depth - gqa_skip else None, scale_norm=scale_attn_inner,
