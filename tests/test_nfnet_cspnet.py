@@ -156,3 +156,37 @@ def test_cspnet_interface_tiny():
     assert model(x).shape == (1, 7)
     taken = model.prune_intermediate_layers(2)
     assert taken == [3, 4] and model.get_classifier().__class__ is nn.Identity
+
+
+def test_cspnext_layer_blocks_see_main_branch_only():
+    from functools import partial
+
+    from visionzoo.layers.conv_norm_act import ConvNormAct
+    from visionzoo.models.cspnext import CSPNeXtLayer
+
+    torch.manual_seed(0)
+    conv = partial(ConvNormAct, act_layer="silu")
+    layer = CSPNeXtLayer(16, 16, depth=2, residual=True, conv=conv).eval()
+    x = torch.randn(1, 16, 8, 8)
+    seen = {}
+    h = layer.blocks.register_forward_hook(lambda m, a, o: seen.update(inp=a[0], out=o))
+    with torch.no_grad():
+        y = layer(x)
+    h.remove()
+    assert torch.equal(seen["inp"], layer.main_conv(x))  # half width (expand 0.5) on the main path
+    assert seen["inp"].shape[1] == 8
+    with torch.no_grad():
+        ref = layer.final_conv(layer.attention(torch.cat([seen["out"], layer.short_conv(x)], 1)))
+    assert torch.allclose(y, ref, atol=1e-6)
+
+
+def test_cspnext_tiny_features_and_head():
+    torch.manual_seed(0)
+    model = visionzoo.create_model("cspnext_tiny").eval()
+    feats = visionzoo.create_model("cspnext_tiny", features_only=True, out_indices=(0, 2, 4)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert [f.shape[1] for f in feats(x)] == [24, 96, 384]
+        assert "model.stem.0.conv.weight" in feats.state_dict()  # the reference getter layout
+        model.reset_classifier(0, "")
+        assert model(torch.randn(1, 3, 224, 224)).shape[-2:] == tuple(model.pretrained_cfg["pool_size"])

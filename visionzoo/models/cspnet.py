@@ -136,8 +136,9 @@ class CspStage(nn.Module):
             prev = in_chs
 
         block_out = int(round(out_chs * block_ratio))
+        self.split_chs = int(round(out_chs * expand_ratio)) // 2 if partial_split else out_chs
+        self.conv_exp: nn.Module = nn.Identity()
         if partial_split:
-            self.split_chs = int(round(out_chs * expand_ratio)) // 2
             self.conv_exp = ConvNormAct(prev, 2 * self.split_chs, 1, act_layer=act_layer, apply_act=not cross_linear)
             prev = self.split_chs
         rates = list(drop_path_rates) or [0.0] * depth
@@ -146,6 +147,9 @@ class CspStage(nn.Module):
             block_cls(prev if i == 0 else block_out, block_out, bottle_ratio=bottle_ratio, groups=groups,
                       act_layer=act_layer, attn_layer=attn_layer, attn_kwargs=attn_kwargs, drop_path=rates[i])
             for i in range(depth)])
+        # (Identity placeholders keep the module scriptable; they hold no weights)
+        self.conv_transition_b: nn.Module = nn.Identity()
+        self.conv_transition: nn.Module = nn.Identity()
         if stage_type == "csp":
             self.conv_transition_b = ConvNormAct(block_out, self.split_chs, 1, act_layer=act_layer)
         if partial_split:
