@@ -85,3 +85,29 @@ def test_features_only_every_family(name, input_size):
         assert m.ndim == 4
         width = m.shape[2] if nhwc else m.shape[3]
         assert abs(width - x.shape[-1] / red) <= 1, (m.shape, red)
+
+
+def _every_arch() -> list:
+    return [pytest.param(name, id=name) for name in visionzoo.list_models()]
+
+
+@pytest.mark.parametrize("name", _every_arch())
+def test_interface_every_arch(name):
+    """The interface on every registered architecture, on the meta device (shapes only, one pass)."""
+    with torch.device("meta"):
+        model = visionzoo.create_model(name).eval()
+        assert isinstance(model, VisionModel), f"{name} misses part of the VisionModel interface"
+        info = model.feature_info
+        assert info and all({"num_chs", "reduction", "module"} <= set(f) for f in info)
+        c, h, w = model.pretrained_cfg.input_size
+        feats, maps = model.forward_intermediates(torch.empty(1, c, h, w))
+        assert len(maps) == len(info)
+        for m, f in zip(maps, info):
+            if m.ndim == 4:  # NCHW maps; token families may hand out NLC sequences
+                assert m.shape[1] == f["num_chs"], (m.shape, f)
+        # num_classes=0 (e.g. self-supervised weights): the head hands out the pre-logits
+        assert model.forward_head(feats).shape == (1, model.num_classes or model.head_hidden_size)
+        assert model.forward_head(feats, pre_logits=True).shape == (1, model.head_hidden_size)
+        model.reset_classifier(3)
+        assert model.num_classes == 3 and model.forward_head(feats).shape == (1, 3)
+        assert model.get_classifier() is not None

@@ -70,15 +70,19 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape
         img_size = self.img_size  # a local and a nested if: TorchScript refines it (or drops the block if None)
+        strict = False
         if img_size is not None:
-            if self.strict_img_size and (h != img_size[0] or w != img_size[1]):
+            strict = self.strict_img_size
+            if strict and (h != img_size[0] or w != img_size[1]):
                 raise ValueError(f"input size ({h}, {w}) does not match the model's img_size {img_size}; "
                                  f"create the model with img_size=({h}, {w}) or dynamic_img_size=True")
         if self.dynamic_img_pad:
             pad_h = (-h) % self.patch_size[0]
             pad_w = (-w) % self.patch_size[1]
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        elif h % self.patch_size[0] or w % self.patch_size[1]:
+        elif not strict and (h % self.patch_size[0] or w % self.patch_size[1]):
+            # at the model's own size a remainder is dropped by the strided conv (e.g. 384 px with
+            # 14 px patches: a 27x27 grid, as the published models are defined); elsewhere it is an error
             raise ValueError(f"input size ({h}, {w}) is not divisible by patch size {self.patch_size}; "
                              f"use dynamic_img_pad=True to pad")
         x = self.proj(x)

@@ -26,16 +26,16 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from ..features import feature_take_indices
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.helpers import make_divisible
 from ..layers.norm_act import EvoNorm2dS0, GroupNormAct
 from ..layers.padding import create_conv2d_pad
+from .base import FeatureMixin
 from ._mobile_blocks import (
     BlockEnv, CondConvResidual, ConvBnAct, DepthwiseSeparableConv, EdgeResidual, GlobalContext, InvertedResidual,
     LayerNormAct2d, MobileAttention, SqueezeExcite, UniversalInvertedResidual,
@@ -388,7 +388,7 @@ def build_stages(arch: MobileArch, in_chs: int, env: BlockEnv, *, output_stride:
 # shared model behaviour
 
 
-class MobileNetBase(nn.Module):
+class MobileNetBase(FeatureMixin, nn.Module):
     """Stem + stages; subclasses add their head. Provides the feature / checkpointing interface."""
 
     # (no class-level annotations: under ``from __future__ import annotations`` TorchScript cannot
@@ -419,10 +419,6 @@ class MobileNetBase(nn.Module):
         self.selective_recompute = False  # an instance attribute, which TorchScript can read
         return self.feature_info[-1]["num_chs"]
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage's activations in backward instead of storing them."""
-        self.grad_checkpointing = enable
-
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         # the memory modes are eager-only: TorchScript does not compile the is_scripting-guarded branch
         if self.selective_recompute and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
@@ -433,7 +429,7 @@ class MobileNetBase(nn.Module):
     def _stem_recompute(self, x: torch.Tensor) -> torch.Tensor:
         return checkpoint_region(lambda t: self.bn1(self.conv_stem(t)), x, selective=True)
 
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
             return checkpoint_region(stage, x)
         return stage(x)
@@ -454,36 +450,20 @@ class MobileNetBase(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False) -> Any:
-        """Feature maps at ``feature_info`` levels ``indices`` (stem and stage ends), NCHW."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        wanted = {self._feature_stage[i] for i in take}
-        last_stage = self._feature_stage[max_index]
-        out: list[torch.Tensor] = []
-        x = self._stem(x)
-        if -1 in wanted:
-            out.append(x)
-        stages = self.blocks[:last_stage + 1] if (stop_early or intermediates_only) else self.blocks
-        for si, stage in enumerate(stages):
-            x = self._run_stage(stage, x)
-            if si in wanted:
-                out.append(x)
-        if intermediates_only:
-            return out
-        return self._forward_head_features(x), out
+    # --- FeatureMixin hooks: levels are the stage ends listed in ``_feature_stage`` ------------
+    _stem_level = False
 
-    def _prune_head(self) -> None:
-        raise NotImplementedError
+    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return self._stem(x), None
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the stages after the deepest requested level (and the head)."""
-        take, max_index = feature_take_indices(len(self.feature_info), indices)
-        self.blocks = self.blocks[:self._feature_stage[max_index] + 1]
-        if prune_head:
-            self._prune_head()
-        return take
+    def _feature_stages(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def _level_positions(self) -> list[int]:
+        return [p for p in self._feature_stage if p < len(self.blocks)]
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_head_features(x)
+
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.blocks = self.blocks[:num_stages]

@@ -137,7 +137,8 @@ class FeatureMixin:
     * optional: ``_run_stage``, ``_final``, ``_level_positions``, ``_level_output``
 
     Class attributes: ``_stem_level`` (level 0 is a stem map), ``_native_fmt`` / ``_output_fmts``
-    (layouts), ``_norm_is_final`` (``norm=True`` applies ``_final`` to the last level's map).
+    (layouts), ``_norm_is_final`` (``norm=True`` applies ``_final`` to the last level's map),
+    ``_final_after_stop_early`` (token models: the returned features are always normed).
     """
 
     # (no class-level annotations: TorchScript would take them in place of nn.Module's own)
@@ -145,6 +146,7 @@ class FeatureMixin:
     _native_fmt = "NCHW"
     _output_fmts = ("NCHW",)
     _norm_is_final = False
+    _final_after_stop_early = False  # apply ``_final`` to the returned features even when stopped early
 
     # --- hooks ---------------------------------------------------------------------------------
     def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -221,7 +223,7 @@ class FeatureMixin:
                 intermediates.append(self._level_output(x, i == last_pos, norm, output_fmt, in_size))
         if intermediates_only:
             return intermediates
-        if len(stages) == len(self._feature_stages()):
+        if self._final_after_stop_early or len(stages) == len(self._feature_stages()):
             x = self._final(x)
         return x, intermediates
 
@@ -232,8 +234,12 @@ class FeatureMixin:
         take, max_index = feature_take_indices(len(positions), indices)
         self._prune_to(positions[max_index] + 1, prune_norm)
         if prune_head:
-            self.reset_classifier(0, "")
+            self._prune_head()
         return take
+
+    def _prune_head(self) -> None:
+        """Remove the classifier (families whose head has more than a classifier drop that too)."""
+        self.reset_classifier(0, "")
 
 
 class FlatFeaturesMixin(FeatureMixin):

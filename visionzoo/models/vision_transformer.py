@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from ..features import feature_take_indices
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.attention import (Attention, AttentionPoolLatent, DiffAttention, diff_lambda_init, differential_attention,
                                 scaled_dot_product_attention)
@@ -40,7 +39,7 @@ from ..layers.mlp import GluMlp, Mlp, SwiGLU
 from ..layers.patch_embed import PatchEmbed, resample_patch_embed
 from ..layers.pos_embed import build_sincos2d_pos_embed, resample_abs_pos_embed
 from ..layers.weight_init import trunc_normal_
-from .base import Variant, register_family
+from .base import FeatureMixin, Variant, register_family
 
 __all__ = ["VisionTransformer", "Block", "ResPostBlock", "ParallelScalingBlock", "DiffParallelScalingBlock",
            "ParallelThingsBlock", "PatchDropout", "VARIANTS", "resolve_norm_layer", "resolve_mlp_layer",
@@ -387,7 +386,7 @@ def resolve_block(block_fn: str | Callable[..., nn.Module]) -> Callable[..., nn.
 _POOLS = ("token", "avg", "max", "avgmax", "map", "")
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(FeatureMixin, nn.Module):
     """Vision Transformer: patch embedding, prefix tokens, position embedding, a stack of
     transformer blocks, final norm and a pooled linear head.
 
@@ -573,10 +572,6 @@ class VisionTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token", "reg_token", "dist_token"}
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in backward instead of storing them."""
-        self.grad_checkpointing = enable
-
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -680,6 +675,48 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     # ---- intermediates / features ---------------------------------------------------------
+    # ---- features: FeatureMixin hooks (the trunk is the blocks, one level per block) ------------
+    _stem_level = False
+    _output_fmts = ("NCHW", "NLC", "tokens")  # 'tokens': raw sequences, prefix tokens included
+    _final_after_stop_early = True
+
+    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return self._embed(x), None
+
+    def _feature_stages(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return self._run_block(stage, x)
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+    def _level_output(self, x: torch.Tensor, is_last: bool, norm: bool, output_fmt: str,
+                      in_size: tuple[int, int]) -> torch.Tensor:
+        """Block output -> patch tokens (``norm``: through the final norm), as a grid for NCHW."""
+        if norm:
+            x = self.norm(x)
+        if output_fmt == "tokens":
+            return x
+        x = x[:, self.num_prefix_tokens:]
+        if output_fmt == "NLC":
+            return x
+        grid_h, grid_w = self.patch_embed.dynamic_feat_size(in_size)
+        return x.reshape(x.shape[0], grid_h, grid_w, -1).permute(0, 3, 1, 2).contiguous()
+
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.blocks = self.blocks[:num_stages]
+        if prune_norm:
+            self.norm = nn.Identity()
+
+    def _prune_head(self) -> None:
+        self.fc_norm = nn.Identity()
+        self.attn_pool = None
+        if self.global_pool == "map":
+            self.global_pool = ""
+        self.reset_classifier(0, "")
+
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -690,53 +727,19 @@ class VisionTransformer(nn.Module):
         intermediates_only: bool = False,
         return_prefix_tokens: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Outputs of the blocks at ``indices`` (an int ``n``: the last ``n``).
-
-        Args:
-            norm: apply the final norm to each intermediate.
-            stop_early: stop after the deepest requested block (the final output is then that
-                block's output, normed); implied by ``intermediates_only``.
-            output_fmt: ``'NCHW'`` (patch tokens as a grid) or ``'NLC'`` (token sequence).
-            return_prefix_tokens: also return each level's prefix tokens, as ``(map, prefix)``.
-        """
+        """Outputs of the blocks at ``indices`` (an int ``n``: the last ``n``), see
+        :meth:`FeatureMixin.forward_intermediates`; ``output_fmt`` ``'NCHW'`` (patch tokens as a
+        grid) or ``'NLC'``; ``return_prefix_tokens`` pairs each map with its prefix tokens."""
+        if not return_prefix_tokens:
+            return super().forward_intermediates(x, indices, norm, stop_early, output_fmt, intermediates_only)
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.blocks), indices)
-        b, _, height, width = x.shape
-        grid_h, grid_w = self.patch_embed.dynamic_feat_size((height, width))
-
-        x = self._embed(x)
-        blocks = self.blocks[:max_index + 1] if stop_early or intermediates_only else self.blocks
-        outs: list[torch.Tensor] = []
-        for i, blk in enumerate(blocks):
-            x = self._run_block(blk, x)
-            if i in take:
-                outs.append(self.norm(x) if norm else x)
-
-        prefixes = [y[:, :self.num_prefix_tokens] for y in outs]
-        outs = [y[:, self.num_prefix_tokens:] for y in outs]
-        if output_fmt == "NCHW":
-            outs = [y.reshape(b, grid_h, grid_w, -1).permute(0, 3, 1, 2).contiguous() for y in outs]
-        if return_prefix_tokens:
-            outs = list(zip(outs, prefixes))  # type: ignore[arg-type]
-        if intermediates_only:
-            return outs
-        return self.norm(x), outs
-
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the blocks after the deepest of ``indices`` (and the final norm / head)."""
-        take, max_index = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.fc_norm = nn.Identity()
-            self.attn_pool = None
-            if self.global_pool == "map":
-                self.global_pool = ""
-            self.reset_classifier(0, "")
-        return take
+        in_size = (x.shape[-2], x.shape[-1])
+        out = super().forward_intermediates(x, indices, norm, stop_early, "tokens", intermediates_only)
+        seqs = out if intermediates_only else out[1]
+        pairs = [(self._level_output(t, False, False, output_fmt, in_size), t[:, :self.num_prefix_tokens])
+                 for t in seqs]
+        return pairs if intermediates_only else (out[0], pairs)  # type: ignore[return-value]
 
     # ---- checkpoint adaptation ------------------------------------------------------------
     @staticmethod
