@@ -221,21 +221,24 @@ def test_json_info_predict_select_export(tmp_path, image_folder):
 
 def test_sigint_benchmark_keeps_finished_models(tmp_path):
     out = tmp_path / "bench.jsonl"
-    cmd = CMD + ["benchmark", "test_resnet", "test_convnext", "--mode", "infer", "--img-size", "32",
-                 "--min-time", "2", "--warmup", "1", "--repeats", "1", "--threads", "1", "--no-progress",
-                 "--out", str(out), "--json"]
+    models = ["test_resnet", "test_convnext", "test_vit"]
+    cmd = CMD + ["benchmark", *models, "--mode", "infer", "--img-size", "32", "--min-time", "2", "--warmup", "1",
+                 "--repeats", "1", "--threads", "1", "--no-progress", "--out", str(out), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
                             cwd=tmp_path)
     _wait_for(lambda: out.exists() and out.read_text().count("\n") >= 1, proc, "first benchmark record")
-    proc.send_signal(signal.SIGINT)  # during the second model's >= 2 s of timing
+    proc.send_signal(signal.SIGINT)  # during a later model's >= 2 s of timing
     stdout, stderr = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 130, stderr
-    line = _clean_error(stderr, "visionzoo: interrupted")
-    assert "1 model(s) measured" in line and str(out) in line and "cache" in line
     records = json.loads(stdout)  # --json still prints what was measured
-    assert [r["model"] for r in records] == ["test_resnet"] and records[0]["infer_step_ms"] > 0
+    done = [r["model"] for r in records]
+    assert 1 <= len(done) < len(models) and done == models[:len(done)] and records[0]["infer_step_ms"] > 0
+    line = _clean_error(stderr, "visionzoo: interrupted")
+    assert f"{len(done)} model(s) measured" in line and str(out) in line and "cache" in line
+    # what was measured is kept: in --out and in the measurement cache
+    assert [json.loads(x)["model"] for x in out.read_text().splitlines()] == done
     cached = (tmp_path / "cache" / "bench" / "measurements.jsonl").read_text().splitlines()
-    assert [json.loads(x)["model"] for x in cached] == ["test_resnet"]
+    assert [json.loads(x)["model"] for x in cached] == done
 
 
 def test_sigint_train_then_resume_and_validate_json(tmp_path, image_folder):
