@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "adapt_input_conv": "load",
     "clean_state_dict": "load",
     "load_checkpoint": "load",
+    "resume_checkpoint": "load",
     "load_pretrained": "load",
     "load_state_dict_file": "load",
     "LoadReport": "load",
