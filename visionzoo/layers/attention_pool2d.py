@@ -49,6 +49,9 @@ class AttentionPool2d(nn.Module):
         self.out_features = num_classes
         self.proj = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
+    def _heads(self, t: torch.Tensor, b: int) -> torch.Tensor:
+        return t.reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         b, _, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)                                   # B, HW, C
@@ -56,14 +59,12 @@ class AttentionPool2d(nn.Module):
         pos = resample_abs_pos_embed(self.pos_embed.unsqueeze(0), (h, w), old_size=self.feat_size,
                                      num_prefix_tokens=1)
         tokens = tokens + pos.to(tokens.dtype)
-        n = tokens.shape[1]
-        heads = lambda t: t.reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
         src = tokens[:, :1] if self.pool_type == "token" else tokens
-        q, k, v = heads(self.q(src)), heads(self.k(tokens)), heads(self.v(tokens))
+        q = self._heads(self.q(src), b)
+        k, v = self._heads(self.k(tokens), b), self._heads(self.v(tokens), b)
         out = F.scaled_dot_product_attention(q, k, v)                            # B, heads, Nq, d
         out = out.transpose(1, 2).reshape(b, -1, self.embed_dim)
         out = out[:, 0] if self.pool_type == "token" else out.mean(1)
-        del n
         out = self.drop(out)
         if pre_logits:
             return out

@@ -28,7 +28,8 @@ def _gather_rel(logits: torch.Tensor, num_keys: int) -> torch.Tensor:
     centre = (num_rel + 1) // 2 - 1
     q_idx = torch.arange(num_q, device=logits.device)
     idx = torch.arange(num_keys, device=logits.device)[None, :] - q_idx[:, None] + centre   # Q, K
-    return logits[..., q_idx[:, None], idx]
+    shape = list(logits.shape[:-1]) + [num_keys]
+    return logits.gather(-1, idx.expand(shape))
 
 
 def relative_logits(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, keys_hw: tuple[int, int]) -> torch.Tensor:

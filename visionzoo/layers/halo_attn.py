@@ -48,6 +48,7 @@ class HaloAttn(nn.Module):
         self.kv = nn.Conv2d(dim, self.dim_out_qk + self.dim_out_v, 1, bias=qkv_bias)
         self.pos_embed = RelPosEmbed2d((self.block_size_ds,) * 2, (self.win_size,) * 2, self.dim_head_qk, self.scale)
         self.pool = nn.AvgPool2d(2, 2) if pool else nn.Identity()
+        self.out_stride = stride
         trunc_normal_(self.q.weight, std=dim ** -0.5)
         trunc_normal_(self.kv.weight, std=dim ** -0.5)
         trunc_normal_(self.pos_embed.height_rel, std=self.scale)
@@ -60,7 +61,7 @@ class HaloAttn(nn.Module):
         if pad_h or pad_w:
             # sizes the blocks do not divide: zero-extend bottom/right (like the halo padding, the
             # projections have no bias, so these positions read as zero keys/values), crop after
-            stride = self.block_stride * (2 if isinstance(self.pool, nn.AvgPool2d) else 1)
+            stride = self.out_stride
             out = self._attend(F.pad(x, [0, pad_w, 0, pad_h]))
             out_h, out_w = (h + stride - 1) // stride, (w + stride - 1) // stride
             return out[:, :, :out_h, :out_w]

@@ -246,8 +246,6 @@ def _shortcut(kind: str, in_chs: int, out_chs: int, stride: int, dilation: tuple
 class _ResidualBlock(nn.Module):
     """Common tail: ``act(drop_path(body(x)) + shortcut(x))``."""
 
-    shortcut: Optional[nn.Module]
-
     def _finish(self, x: torch.Tensor, shortcut_in: torch.Tensor) -> torch.Tensor:
         x = self.drop_path(x)
         if self.shortcut is not None:
@@ -432,8 +430,6 @@ def _identity_kernel(chs: int, groups: int, k: int, like: torch.Tensor) -> torch
 class _RepBlock(nn.Module):
     """Shared re-parameterisation: sum the branches' folded (kernel, bias) into ``reparam_conv``."""
 
-    reparam_conv: Optional[nn.Conv2d]
-
     def _branches(self) -> list[tuple[nn.Module, str]]:
         raise NotImplementedError
 
@@ -543,7 +539,9 @@ class MobileOneBlock(_RepBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reparam_conv is not None:
             return self.act(self.attn(self.reparam_conv(x)))
-        y = self.conv_scale(x) if self.conv_scale is not None else 0
+        y = torch.zeros(1, dtype=x.dtype, device=x.device)  # broadcasts; the branches add onto it
+        if self.conv_scale is not None:
+            y = self.conv_scale(x)
         for conv in self.conv_kxk:
             y = y + conv(x)
         y = self.drop_path(y)
