@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .helpers import to_2tuple
-from .padding import get_padding_value, pad_same
+from .padding import pad_to_same, resolve_padding
 
 __all__ = ["CondConv2d"]
 
@@ -31,7 +31,7 @@ class CondConv2d(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = to_2tuple(kernel_size)
         self.stride = to_2tuple(stride)
-        pad, self.dynamic_pad = get_padding_value(padding, kernel_size, stride=stride, dilation=dilation)
+        pad, self.dynamic_pad = resolve_padding(padding, kernel_size, stride=stride, dilation=dilation)
         self.padding = to_2tuple(pad)
         self.dilation = to_2tuple(dilation)
         self.groups = groups
@@ -55,7 +55,7 @@ class CondConv2d(nn.Module):
         bias = (routing_weights @ self.bias).view(-1) if self.bias is not None else None
         x = x.reshape(1, b * c, h, w)
         if self.dynamic_pad:
-            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+            x = pad_to_same(x, self.kernel_size, self.stride, self.dilation)
         out = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups * b)
         return out.view(b, self.out_channels, out.shape[-2], out.shape[-1])
 

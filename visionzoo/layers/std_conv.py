@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .padding import get_padding_value, pad_same
+from .padding import pad_to_same, resolve_padding
 
 __all__ = ["StdConv2d", "ScaledStdConv2d", "standardize_weight"]
 
@@ -28,7 +28,7 @@ class StdConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | str | None = None, dilation: int = 1, groups: int = 1, bias: bool = False,
                  eps: float = 1e-6) -> None:
-        padding, self.dynamic_pad = get_padding_value("" if padding is None else padding, kernel_size,
+        padding, self.dynamic_pad = resolve_padding("" if padding is None else padding, kernel_size,
                                                       stride=stride, dilation=dilation)
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias)
@@ -36,7 +36,7 @@ class StdConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_pad:
-            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+            x = pad_to_same(x, self.kernel_size, self.stride, self.dilation)
         w = standardize_weight(self.weight, self.eps)
         return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
@@ -54,7 +54,7 @@ class ScaledStdConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int | str | None = None, dilation: int = 1, groups: int = 1, bias: bool = True,
                  gamma: float = 1.0, eps: float = 1e-6, gain_init: float = 1.0) -> None:
-        padding, self.dynamic_pad = get_padding_value("" if padding is None else padding, kernel_size,
+        padding, self.dynamic_pad = resolve_padding("" if padding is None else padding, kernel_size,
                                                       stride=stride, dilation=dilation)
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias)
@@ -69,6 +69,6 @@ class ScaledStdConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_pad:
-            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+            x = pad_to_same(x, self.kernel_size, self.stride, self.dilation)
         return F.conv2d(x, self.standardized_weight(), self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
