@@ -1,6 +1,8 @@
 """Activation layers by name, so model configs can say ``act_layer='hard_swish'``."""
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable, Union
 
 import torch
@@ -120,12 +122,22 @@ def get_act_layer(name: LayerType) -> Callable[..., nn.Module] | None:
 
 
 def create_act_layer(name: LayerType, inplace: bool | None = None, **kwargs) -> nn.Module:
-    """Instantiate an activation (``nn.Identity`` for ``None``)."""
+    """Instantiate an activation (``nn.Identity`` for ``None``); ``inplace`` is passed only to
+    activations that have an in-place form."""
     layer = get_act_layer(name)
     if layer is None:
         return nn.Identity()
-    if inplace is None:
-        return layer(**kwargs)
+    if inplace is not None and _takes_inplace(layer):
+        kwargs["inplace"] = inplace
+    return layer(**kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_inplace(layer: Callable[..., nn.Module]) -> bool:
+    try:
+        return "inplace" in inspect.signature(layer).parameters
+    except (TypeError, ValueError):
+        return False
     try:
         return layer(inplace=inplace, **kwargs)
     except TypeError:  # activations without an inplace variant

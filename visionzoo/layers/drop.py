@@ -9,15 +9,16 @@ __all__ = ["drop_path", "DropPath", "DropBlock2d", "drop_path_rates"]
 
 
 def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False, scale_by_keep: bool = True) -> torch.Tensor:
-    """Zero whole samples of a residual branch with probability ``drop_prob`` (Huang et al., 2016)."""
-    if drop_prob == 0.0 or not training:
+    """Stochastic depth (Huang et al., 2016): in training, each sample's residual branch survives
+    with probability ``1 - drop_prob``; survivors are scaled by ``1 / (1 - drop_prob)`` so the
+    expected output is unchanged (``scale_by_keep``)."""
+    if not training or drop_prob <= 0.0:
         return x
-    keep = 1.0 - drop_prob
-    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    mask = x.new_empty(shape).bernoulli_(keep)
-    if keep > 0.0 and scale_by_keep:
-        mask.div_(keep)
-    return x * mask
+    survival = 1.0 - drop_prob
+    per_sample = [x.shape[0]] + [1] * (x.dim() - 1)  # one draw per sample, broadcast over the rest
+    survived = torch.rand(per_sample, dtype=x.dtype, device=x.device) < survival
+    scale = 1.0 / survival if scale_by_keep and survival > 0.0 else 1.0
+    return x * (survived.to(x.dtype) * scale)
 
 
 class DropPath(nn.Module):

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import collections.abc
-from itertools import repeat
 from typing import Any
 
 __all__ = ["to_2tuple", "to_ntuple", "make_divisible"]
 
 
 def to_ntuple(x: Any, n: int) -> tuple:
-    if isinstance(x, collections.abc.Iterable) and not isinstance(x, str):
-        return tuple(x)
-    return tuple(repeat(x, n))
+    """``x`` as a tuple: a sequence is kept as it is, a scalar (or string) is used ``n`` times."""
+    if isinstance(x, str) or not isinstance(x, collections.abc.Iterable):
+        return (x,) * n
+    return tuple(x)
 
 
 def to_2tuple(x: Any) -> tuple:

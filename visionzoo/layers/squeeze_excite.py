@@ -60,8 +60,9 @@ class EcaModule(nn.Module):
                  gate_layer: LayerType = "sigmoid") -> None:
         super().__init__()
         if channels is not None:
-            t = int(abs(math.log(channels, 2) + beta) / gamma)
-            kernel_size = max(t if t % 2 else t + 1, 3)
+            # ECA-Net: k = |(log2 C + b) / gamma| rounded down to an int, then up to the next odd one
+            k = int(abs((math.log2(channels) + beta) / gamma))
+            kernel_size = max(k + 1 - k % 2, 3)
         self.conv = nn.Conv1d(1, 1, kernel_size=kernel_size, padding=(kernel_size - 1) // 2, bias=False)
         self.gate = create_act_layer(gate_layer)
 
