@@ -43,10 +43,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             m = pattern.search(getattr(rep, "nodeid", ""))
             if m and (rep.when == "call" or outcome in ("skipped", "error")):
                 kind, family = m.groups()
+                label = outcome
                 if outcome == "skipped":
                     why = str(rep.longrepr[-1]) if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-                    outcome = "budget" if "budget" in why else "structure-only"
-                table[family][f"{kind}:{outcome}"] += 1
+                    label = "budget" if "budget" in why else "structure-only"
+                table[family][f"{kind}:{label}"] += 1
     if not table:
         return
     tr = terminalreporter

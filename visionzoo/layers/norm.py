@@ -1,6 +1,7 @@
 """Normalisation layers: channels-first LayerNorm, RMSNorm, GroupNorm(1), and a name -> layer factory."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -104,13 +105,19 @@ _NORMS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def get_norm_layer(norm: LayerType) -> Callable[..., nn.Module] | None:
-    """Resolve a norm layer given by name, class/factory, or ``None``."""
+def get_norm_layer(norm: LayerType, eps: float | None = None, **kwargs) -> Callable[..., nn.Module] | None:
+    """The one norm resolver: a name (``'layernorm'``, ``'rmsnorm2d'``, ``'layernorm_nobias'``, ...),
+    a class/factory, or ``None``. ``eps`` and other keyword arguments are bound into the returned
+    factory (a given factory is returned unchanged, its own settings win)."""
     if norm is None or norm == "":
         return None
     if not isinstance(norm, str):
         return norm
     key = norm.lower().replace("_", "")
+    if key == "layernormnobias":
+        key, kwargs = "layernorm", {**kwargs, "bias": False}
     if key not in _NORMS:
-        raise ValueError(f"unknown norm layer {norm!r}; known: {', '.join(sorted(_NORMS))}")
-    return _NORMS[key]
+        raise ValueError(f"unknown norm layer {norm!r}; known: {', '.join(sorted(_NORMS))}, layernorm_nobias")
+    if eps is not None:
+        kwargs["eps"] = eps
+    return partial(_NORMS[key], **kwargs) if kwargs else _NORMS[key]

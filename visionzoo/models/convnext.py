@@ -36,13 +36,13 @@ _CHANNELS_LAST = {LayerNorm2d: LayerNorm, RmsNorm2d: RmsNorm, SimpleNorm2d: Simp
 
 
 def _norm_pair(norm_layer: LayerType, eps: float | None) -> tuple[Callable[..., nn.Module], Callable[..., nn.Module]]:
-    """(channels-first norm, channels-last norm) factories with an optional eps override."""
-    norm = get_norm_layer(norm_layer or "layernorm2d")
-    base = norm.func if isinstance(norm, partial) else norm
-    norm_cl = _CHANNELS_LAST.get(base, norm)
-    if eps is not None:
-        norm, norm_cl = partial(norm, eps=eps), partial(norm_cl, eps=eps)
-    return norm, norm_cl
+    """(channels-first norm, its channels-last counterpart for the Linear MLP layout)."""
+    if norm_layer is None or isinstance(norm_layer, str):
+        name = norm_layer or "layernorm2d"
+        channels_last = name[:-2] if name.endswith("2d") else name
+        return get_norm_layer(name, eps=eps), get_norm_layer(channels_last, eps=eps)
+    pair = (norm_layer, _CHANNELS_LAST.get(norm_layer, norm_layer))
+    return pair if eps is None else (partial(pair[0], eps=eps), partial(pair[1], eps=eps))
 
 
 class ConvNeXtBlock(nn.Module):

@@ -127,13 +127,10 @@ class VGG(FlatFeaturesMixin, ClassifierHeadMixin, nn.Module):
         x = self.pre_logits(x)
         return self.head(x, pre_logits=pre_logits)
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """As for any flat ``features`` net; ``prune_head`` also drops the fc6/fc7 ``pre_logits``."""
-        take = super().prune_intermediate_layers(indices, prune_norm, prune_head)
-        if prune_head:
-            self.pre_logits = nn.Identity()
-        return take
+    def _prune_head(self) -> None:
+        """The classifier and the fc6/fc7 ``pre_logits`` in front of it."""
+        self.reset_classifier(0, "")
+        self.pre_logits = nn.Identity()
 
 
 _STAGES: dict[int, LayerSpec] = {

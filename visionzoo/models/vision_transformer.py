@@ -36,6 +36,7 @@ from ..layers.drop import DropPath
 from ..layers.grad_checkpoint import checkpoint_module, checkpoint_seq
 from ..layers.layer_scale import LayerScale
 from ..layers.mlp import GluMlp, Mlp, SwiGLU
+from ..layers.norm import get_norm_layer
 from ..layers.patch_embed import PatchEmbed, resample_patch_embed
 from ..layers.pos_embed import build_sincos2d_pos_embed, resample_abs_pos_embed
 from ..layers.weight_init import trunc_normal_
@@ -53,19 +54,8 @@ NormFactory = Callable[[int], nn.Module]
 # --------------------------------------------------------------------------------------------
 
 def resolve_norm_layer(norm_layer: LayerType, eps: float = 1e-6) -> NormFactory:
-    """``'layernorm'``, ``'layernorm_nobias'``, ``'rmsnorm'`` (with ``eps``) or a factory ``f(dim)``."""
-    if norm_layer is None or norm_layer == "":
-        norm_layer = "layernorm"
-    if not isinstance(norm_layer, str):
-        return norm_layer
-    name = norm_layer.lower()
-    if name == "layernorm":
-        return partial(nn.LayerNorm, eps=eps)
-    if name == "layernorm_nobias":
-        return partial(nn.LayerNorm, eps=eps, bias=False)
-    if name == "rmsnorm":
-        return partial(nn.RMSNorm, eps=eps)
-    raise ValueError(f"unknown norm_layer {norm_layer!r}; known: 'layernorm', 'layernorm_nobias', 'rmsnorm'")
+    """``'layernorm'`` (default), ``'layernorm_nobias'``, ``'rmsnorm'`` with ``eps``, or a factory ``f(dim)``."""
+    return get_norm_layer(norm_layer or "layernorm", eps=eps)
 
 
 def resolve_mlp_layer(mlp_layer: str | Callable[..., nn.Module]) -> Callable[..., nn.Module]:
