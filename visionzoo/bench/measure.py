@@ -21,7 +21,8 @@ import torch.nn as nn
 from .counting import PeakMemoryTracker, count_macs, count_params
 from .timing import time_callable
 
-__all__ = ["BenchConfig", "BenchmarkInterrupted", "benchmark", "measure_model", "resolve_model_names"]
+__all__ = ["BenchConfig", "BenchmarkInterrupted", "benchmark", "build_model", "count_model", "first_output",
+           "measure_model", "num_threads", "resolve_model_names"]
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _MODES = ("infer", "train", "both")
@@ -116,7 +117,8 @@ def resolve_model_names(models: str | Sequence[str], exclude: Sequence[str] = ()
     return [n for n in unique if not any(fnmatch.fnmatchcase(n, e) for e in exclude)]
 
 
-def _create(name: str, device: str | torch.device, kwargs: dict[str, Any]) -> nn.Module:
+def build_model(name: str, device: str | torch.device, kwargs: dict[str, Any]) -> nn.Module:
+    """``create_model(name, **kwargs)`` with its tensors created on ``device`` (``"meta"`` too)."""
     from ..factory import create_model
 
     with torch.device(device):
@@ -136,10 +138,10 @@ def _create_fast(name: str, device: str | torch.device, kwargs: dict[str, Any]) 
     """
     from ..builder import init_non_persistent_buffers
 
-    model = _create(name, "meta", kwargs)
+    model = build_model(name, "meta", kwargs)
     persistent = set(model.state_dict()) - {n for n, _ in model.named_parameters()}
     if any(not k.endswith(_KNOWN_BUFFERS) for k in persistent):
-        return _create(name, device, kwargs)
+        return build_model(name, device, kwargs)
     model = model.to_empty(device=device)
     init_non_persistent_buffers(model)
     with torch.no_grad():
@@ -165,13 +167,14 @@ def _input_size(model: nn.Module, img_size: int | None) -> tuple[int, int, int]:
     return (c, img_size, img_size) if img_size else (c, h, w)
 
 
-def _first(out: Any) -> torch.Tensor:
+def first_output(out: Any) -> torch.Tensor:
+    """The first tensor of a model output (nested tuples / lists: their first element)."""
     while isinstance(out, (tuple, list)):
         out = out[0]
     return out
 
 
-def _count(name: str, cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+def count_model(name: str, cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Params, GMACs and activations per image (meta device first, the CPU if meta fails).
 
     Returns the numbers and the model kwargs that worked (``img_size`` for models whose
@@ -183,7 +186,7 @@ def _count(name: str, cfg: BenchConfig) -> tuple[dict[str, Any], dict[str, Any]]
     for kwargs in attempts:
         for device in ("meta", "cpu"):
             try:
-                model = _create(name, device, kwargs)
+                model = build_model(name, device, kwargs)
                 size = _input_size(model, cfg.img_size)
                 if not cfg.count_macs:
                     return {"params": count_params(model), "img_size": size[-1]}, kwargs
@@ -245,7 +248,7 @@ def _measure_train(model: nn.Module, size: tuple[int, ...], cfg: BenchConfig, re
 
     def forward_backward() -> None:
         with autocast:
-            out = _first(model(x))
+            out = first_output(model(x))
         if out.ndim == 2 and num_classes > 0:
             loss = nn.functional.cross_entropy(out.float(), target)
         else:  # headless / features model: any scalar will do for timing
@@ -333,7 +336,7 @@ def measure_model(name: str, cfg: BenchConfig | None = None, **overrides: Any) -
         rec["threads"] = None
     model: nn.Module | None = None
     try:
-        counts, kwargs = _count(name, cfg)
+        counts, kwargs = count_model(name, cfg)
         rec.update(counts)
         if cfg.device.startswith("cuda"):
             gc.collect()

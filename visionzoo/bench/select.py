@@ -34,7 +34,7 @@ import torch
 
 from .reference import AccuracyRow, load_accuracy
 
-__all__ = ["select", "Selection", "Candidate", "COSTS", "pareto_front"]
+__all__ = ["select", "SelectionQuery", "Selection", "Candidate", "COSTS", "pareto_front"]
 
 # cost name -> (record field, axis label, lower is better)
 COSTS: dict[str, tuple[str, str]] = {
@@ -119,6 +119,7 @@ class Selection:
     not_implemented: list[Candidate]
     benchmarks_run: int = 0
     plot_path: Path | None = None
+    budget: "SelectionQuery | None" = None  # the query this answers
 
     @property
     def cost_key(self) -> str:
@@ -241,9 +242,9 @@ def _table_row(rank: int, c: Candidate, robustness: bool, stat: str = "") -> dic
 @lru_cache(maxsize=None)
 def _static_counts(model: str, img_size: int) -> dict[str, Any]:
     """Params / GMACs / activations of an architecture at a size, counted on the meta device."""
-    from .measure import BenchConfig, _count
+    from .measure import BenchConfig, count_model
 
-    counts, _ = _count(model, BenchConfig(img_size=img_size, device="cpu"))
+    counts, _ = count_model(model, BenchConfig(img_size=img_size, device="cpu"))
     return counts
 
 
@@ -254,15 +255,15 @@ def predict_train_memory_mib(model: str, img_size: int, batch_size: int) -> floa
     plain matmuls that keep the attention matrix, which fused CPU/GPU kernels do not).
     """
     from .counting import PeakMemoryTracker
-    from .measure import _create, _first
+    from .measure import build_model, first_output
 
-    m = _create(model, "meta", {})
+    m = build_model(model, "meta", {})
     m.train()
     x = torch.randn(batch_size, 3, img_size, img_size, device="meta")
     tracker = PeakMemoryTracker()
     tracker.track(list(m.parameters()) + list(m.buffers()) + [x])
     with tracker:
-        _first(m(x)).float().mean().backward()
+        first_output(m(x)).float().mean().backward()
     return tracker.peak / 2**20
 
 
@@ -296,42 +297,368 @@ def _match(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(arch, p) for p in patterns)
 
 
+def _as_tuple(v: Any) -> tuple:
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, (str, os.PathLike)) else tuple(v)
+
+
+_LIMITS = ("max_latency_ms", "max_train_memory_gb", "max_train_step_ms", "min_top1", "max_params_m", "max_gmacs")
+
+
+@dataclass(frozen=True)
+class SelectionQuery:
+    """What :func:`select` looks for: the budget (limits), the conditions to measure under and
+    how far to search. Validated on construction; ``models`` / ``exclude`` / ``pretrain`` /
+    ``measurements`` are stored as tuples (a single string is one item).
+
+    Limits: ``max_latency_ms`` (inference time of one batch of ``batch_size``),
+    ``max_train_memory_gb`` (forward+backward peak, GiB, at ``train_batch_size``),
+    ``max_train_step_ms`` (one SGD step at ``train_batch_size``), ``min_top1`` (published top-1, %),
+    ``max_params_m``, ``max_gmacs``. See :func:`select` for the other fields.
+    """
+
+    max_latency_ms: float | None = None
+    max_train_memory_gb: float | None = None
+    max_train_step_ms: float | None = None
+    min_top1: float | None = None
+    max_params_m: float | None = None
+    max_gmacs: float | None = None
+    img_size: int | None = None
+    batch_size: int = 1
+    train_batch_size: int = 32
+    threads: int | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    channels_last: bool = False
+    models: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    pretrain: Sequence[str] = ()
+    cost: str = "latency"
+    timing: str = "median"
+    top: int = 10
+    measure_train: bool | None = None
+    run: bool = True
+    max_benchmarks: int = 30
+    measurements: Sequence[str | os.PathLike] = ()
+    warmup: int = 1
+    repeats: int = 5
+    min_time: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.cost not in COSTS:
+            raise ValueError(f"cost must be one of {', '.join(COSTS)}, got {self.cost!r}")
+        if self.timing not in ("median", "min"):
+            raise ValueError(f"timing must be 'median' or 'min', got {self.timing!r}")
+        for label in _LIMITS:
+            v = getattr(self, label)
+            if label != "min_top1" and v is not None and v <= 0:
+                raise ValueError(f"{label} must be > 0, got {v}")
+        if self.top < 1 or self.max_benchmarks < 0:
+            raise ValueError("top must be >= 1 and max_benchmarks >= 0")
+        for name in ("models", "exclude", "pretrain", "measurements"):
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+
+    @property
+    def limits(self) -> dict[str, float | None]:
+        return {k: getattr(self, k) for k in _LIMITS}
+
+    @property
+    def stat(self) -> str:
+        """Suffix of the timing fields compared with the limits (``_min`` or nothing)."""
+        return "_min" if self.timing == "min" else ""
+
+    @property
+    def need_train(self) -> bool:
+        return bool(self.measure_train) or (self.measure_train is None and (
+            self.max_train_memory_gb is not None or self.max_train_step_ms is not None
+            or self.cost in ("train-step", "train-memory")))
+
+    @property
+    def need_infer(self) -> bool:
+        return self.cost == "latency" or self.max_latency_ms is not None or not self.need_train
+
+    @property
+    def mem_limit_mib(self) -> float | None:
+        return self.max_train_memory_gb * 1024 if self.max_train_memory_gb is not None else None
+
+
+# --- 1. candidates: published results -> one row per architecture ------------------------------------
+
+def published_rows(query: SelectionQuery,
+                   reference: str | os.PathLike | Sequence[AccuracyRow] | None = None) -> list[AccuracyRow]:
+    """Published results (most accurate first) that pass the query's static filters."""
+    if reference is None or isinstance(reference, (str, os.PathLike)):
+        if reference is not None and not (Path(reference) / "results-imagenet.csv").exists():
+            raise FileNotFoundError(f"no results-imagenet.csv in {str(reference)!r}")
+        rows = load_accuracy(reference)
+    else:
+        rows = sorted(reference, key=lambda r: -r.top1)
+    q = query
+    if q.img_size is not None:
+        rows = [r for r in rows if r.img_size == q.img_size]
+        if not rows:
+            raise ValueError(f"no published result at img_size {q.img_size}")
+    if q.models:
+        rows = [r for r in rows if _match(r.model, q.models)]
+        if not rows:
+            raise ValueError(f"--models {' '.join(q.models)} matches no published result")
+    if q.exclude:
+        rows = [r for r in rows if not _match(r.model, q.exclude)]
+    if q.pretrain:
+        rows = [r for r in rows if r.pretrain in q.pretrain]
+    if q.min_top1 is not None:
+        rows = [r for r in rows if r.top1 >= q.min_top1]
+    if q.max_params_m is not None:
+        rows = [r for r in rows if r.param_count <= q.max_params_m]
+    return rows
+
+
+def gather_candidates(rows: Sequence[AccuracyRow]) -> tuple[list[Candidate], list[Candidate]]:
+    """The most accurate row of each architecture, split into (implemented, not implemented)."""
+    from ..registry import get_model_module, is_model
+
+    best: dict[str, AccuracyRow] = {}
+    for r in rows:  # rows are sorted best first
+        best.setdefault(r.arch, r)
+    implemented = [Candidate(r, True, family=get_model_module(r.arch)) for r in best.values() if is_model(r.arch)]
+    missing = [Candidate(r, False, status="not implemented") for r in best.values() if not is_model(r.arch)]
+    return implemented, missing
+
+
+# --- 2. measuring: given files, the cache, then runs on demand --------------------------------------
+
+class Measurer:
+    """Looks up and takes the measurements of one :func:`select` call (cache, given files, new
+    runs) and keeps the count of runs and the rates (GMAC/ms) measured so far."""
+
+    def __init__(self, query: SelectionQuery, log: Callable[[str], None] | None = None) -> None:
+        from .measure import BenchConfig
+
+        q = self.query = query
+        self.log = log or (lambda s: None)
+        self.base_cfg = BenchConfig(batch_size=q.batch_size, train_batch_size=q.train_batch_size, device=q.device,
+                                    dtype=q.dtype, channels_last=q.channels_last, threads=q.threads,
+                                    warmup=q.warmup, repeats=q.repeats, min_time=q.min_time, max_runs=30)
+        self.device = self.base_cfg.device
+        self.threads = None if self.device.startswith("cuda") else (q.threads or torch.get_num_threads())
+        self.given: list[dict[str, Any]] = []
+        self.cache: list[dict[str, Any]] = []
+        self.runs = 0
+        self.rates: list[float] = []  # GMAC per ms of the models measured so far (inference)
+
+    def load(self) -> "Measurer":
+        """Read the given result files and this machine's measurement cache."""
+        from .cache import load_cache
+        from .results import read_results
+
+        self.given = read_results(self.query.measurements) if self.query.measurements else []
+        self.cache = load_cache()
+        return self
+
+    def conditions(self) -> dict[str, Any]:
+        """The conditions and limits as the flat dict :class:`Selection` reports."""
+        from .cache import host_id
+
+        q = self.query
+        return dict(host=host_id(self.device), device=self.device, threads=self.threads, dtype=q.dtype,
+                    channels_last=q.channels_last, batch_size=q.batch_size, train_batch_size=q.train_batch_size,
+                    img_size=q.img_size, timing=q.timing, limits=q.limits)
+
+    def known(self, c: Candidate) -> dict[str, Any]:
+        """What the given files (any host) and then this machine's cache know about ``c``."""
+        from .cache import lookup
+
+        q = self.query
+        kw = dict(device=self.device, threads=self.threads, dtype=q.dtype, channels_last=q.channels_last,
+                  infer_batch_size=q.batch_size, train_batch_size=q.train_batch_size)
+        out: dict[str, Any] = {}
+        for recs, host in ((self.given, "*"), (self.cache, None)):
+            found = lookup(c.arch, c.row.img_size, records=recs, host=host, **kw) or {}
+            out.update({k: v for k, v in found.items() if v is not None and k not in out})
+        return out
+
+    @property
+    def can_run(self) -> bool:
+        return self.query.run and self.runs < self.query.max_benchmarks
+
+    def rate_bound(self) -> tuple[float, str]:
+        """An upper bound of the GMAC/ms any model reaches here: a margin over the matmul peak,
+        tightened to a margin over the fastest model measured once a few are known."""
+        peak = _PEAK_MARGIN * machine_peak_gmac_per_ms(self.device, self.threads)
+        if len(self.rates) >= 3 and _RATE_MARGIN * max(self.rates) < peak:
+            return _RATE_MARGIN * max(self.rates), f"{_RATE_MARGIN:g}x the fastest rate measured here"
+        return peak, f"{_PEAK_MARGIN:g}x this machine's matmul peak"
+
+    def measure(self, c: Candidate, mode: str, stop_ms: float | None) -> bool:
+        """Run one benchmark of ``c`` (``'infer'`` or ``'train'``); False (with ``c.status`` set
+        to ``'unmeasured'`` or ``'error'``) when it was not run or failed."""
+        from dataclasses import replace
+
+        from .cache import append_to_cache
+        from .measure import measure_model
+
+        if not self.can_run:
+            c.status = "unmeasured"
+            c.reasons = ["--max-benchmarks reached" if self.query.run else "no measurement (measuring is off)"]
+            return False
+        cfg = replace(self.base_cfg, mode=mode, img_size=c.row.img_size,
+                      infer_stop_above_ms=stop_ms if mode == "infer" else None,
+                      train_stop_above_ms=stop_ms if mode == "train" else None)
+        self.runs += 1
+        rec = measure_model(c.arch, cfg)
+        append_to_cache(rec)
+        self.cache.append(rec)
+        if rec.get("error"):
+            c.status, c.reasons = "error", [rec["error"]]
+            return False
+        c.measured.update({k: v for k, v in rec.items() if v is not None})
+        self.log(f"measured {c.arch} ({mode})")
+        return True
+
+
+# --- 3. filtering: static limits, cheap estimates, measured limits -----------------------------------
+
+def _static_reasons(c: Candidate, q: SelectionQuery) -> list[str]:
+    reasons = []
+    if q.max_gmacs is not None and c.measured["gmacs"] > q.max_gmacs:
+        reasons.append(f"{c.measured['gmacs']:.2f} GMACs > {q.max_gmacs}")
+    if q.max_params_m is not None and c.value("params_m") > q.max_params_m:
+        reasons.append(f"{c.value('params_m'):.1f} M params > {q.max_params_m}")
+    return reasons
+
+
+def _off_the_front(c: Candidate, q: SelectionQuery, feasible: Sequence[Candidate]) -> bool:
+    """Once ``top`` models are feasible, a less accurate one can only matter with fewer GMACs."""
+    return len(feasible) >= q.top and c.measured["gmacs"] >= min(f.measured["gmacs"] for f in feasible)
+
+
+def _estimate_rejection(c: Candidate, q: SelectionQuery, m: Measurer) -> str | None:
+    """A reason to reject ``c`` from cheap bounds (latency floor, meta-device memory), if any."""
+    if q.max_latency_ms is not None and c.measured.get("infer_step_ms") is None and m.can_run:
+        bound, why = m.rate_bound()
+        floor_ms = c.measured["gmacs"] * q.batch_size / bound
+        if floor_ms > q.max_latency_ms:
+            return (f"needs >= {floor_ms:.0f} ms: {c.measured['gmacs']:.1f} GMACs at {why} "
+                    f"({bound * 1e3:.0f} GMAC/s; estimate, not measured)")
+    mem_limit = q.mem_limit_mib
+    if mem_limit is not None and q.need_train and c.measured.get("train_peak_mem_mib") is None and m.can_run:
+        try:
+            pred = predict_train_memory_mib(c.arch, c.row.img_size, q.train_batch_size)
+            c.measured["predicted_train_mem_mib"] = pred
+        except Exception:  # noqa: BLE001 - prediction is an optimisation only
+            pred = None
+        if pred is not None and pred > 1.25 * mem_limit:
+            return (f"predicted train memory {pred / 1024:.2f} GiB > {q.max_train_memory_gb} "
+                    "(meta-device estimate, not measured)")
+    return None
+
+
+def _train_reasons(c: Candidate, q: SelectionQuery) -> list[str]:
+    reasons = []
+    mem_limit = q.mem_limit_mib
+    if mem_limit is not None and c.measured["train_peak_mem_mib"] > mem_limit:
+        reasons.append(f"train memory {c.measured['train_peak_mem_mib'] / 1024:.2f} GiB > {q.max_train_memory_gb}")
+    step = c.value("train_step_ms" + q.stat)
+    if q.max_train_step_ms is not None and step > q.max_train_step_ms:
+        reasons.append(f"train step {step:.0f} ms > {q.max_train_step_ms}")
+    return reasons
+
+
+def _rejected(c: Candidate, reasons: list[str], status: str = "rejected") -> str:
+    c.status, c.reasons = status, reasons
+    return "rejected"
+
+
+def _unmeasured_or_error(c: Candidate) -> str:
+    return "skipped" if c.status == "unmeasured" else "rejected"
+
+
+def screen_candidate(c: Candidate, q: SelectionQuery, m: Measurer, feasible: Sequence[Candidate]) -> str:
+    """Count, bound, measure and check one candidate against the limits.
+
+    Sets ``c.status`` / ``c.reasons`` and returns the list it belongs to: ``'ok'`` (feasible),
+    ``'rejected'`` or ``'skipped'``."""
+    c.measured = m.known(c)
+    try:
+        if c.measured.get("gmacs") is None:
+            c.measured.update({k: v for k, v in _static_counts(c.arch, c.row.img_size).items() if k != "img_size"})
+    except Exception as e:  # noqa: BLE001
+        return _rejected(c, [f"cannot build at {c.row.img_size}px: {type(e).__name__}: {e}"], "error")
+    reasons = _static_reasons(c, q)
+    if reasons:
+        return _rejected(c, reasons)
+    if _off_the_front(c, q, feasible):
+        c.status = "skipped"
+        c.reasons = [f"less accurate and more GMACs than {q.top} feasible models: neither ranked nor on the front"]
+        return "skipped"
+    reason = _estimate_rejection(c, q, m)
+    if reason:
+        return _rejected(c, [reason])
+    if q.need_infer and c.measured.get("infer_step_ms") is None:
+        if not m.measure(c, "infer", 1.5 * q.max_latency_ms if q.max_latency_ms else None):
+            return _unmeasured_or_error(c)
+    latency = c.value("infer_step_ms" + q.stat)
+    if latency and c.measured.get("gmacs"):
+        m.rates.append(c.measured["gmacs"] * q.batch_size / latency)
+    if q.max_latency_ms is not None and latency > q.max_latency_ms:
+        return _rejected(c, [f"latency {latency:.1f} ms > {q.max_latency_ms}"])
+    if q.need_train and c.measured.get("train_step_ms") is None:
+        if not m.measure(c, "train", 1.5 * q.max_train_step_ms if q.max_train_step_ms else None):
+            return _unmeasured_or_error(c)
+    reasons = _train_reasons(c, q)
+    if reasons:
+        return _rejected(c, reasons)
+    c.status = "ok"
+    return "ok"
+
+
+def screen_candidates(candidates: Sequence[Candidate], q: SelectionQuery, m: Measurer,
+                      progress: bool = True) -> tuple[list[Candidate], list[Candidate], list[Candidate]]:
+    """Visit the candidates most accurate first; returns (feasible, rejected, skipped)."""
+    from tqdm.auto import tqdm
+
+    from .measure import num_threads
+
+    lists: dict[str, list[Candidate]] = {"ok": [], "rejected": [], "skipped": []}
+    bar = tqdm(candidates, desc="select", unit="model", disable=not progress, dynamic_ncols=True)
+    with num_threads(q.threads):
+        for c in bar:
+            bar.set_postfix_str(c.arch)
+            lists[screen_candidate(c, q, m, lists["ok"])].append(c)
+    bar.close()
+    return lists["ok"], lists["rejected"], lists["skipped"]
+
+
+# --- 4. ranking and the Pareto front -----------------------------------------------------------------
+
+def rank(q: SelectionQuery, conditions: dict[str, Any], feasible: list[Candidate], rejected: list[Candidate],
+         skipped: list[Candidate], missing: list[Candidate], benchmarks_run: int = 0) -> Selection:
+    """Feasible models by accuracy, with the accuracy-vs-cost Pareto front marked."""
+    feasible.sort(key=lambda c: -c.top1)
+    sel = Selection(query=conditions, cost=q.cost, ranked=feasible, front=[], rejected=rejected, skipped=skipped,
+                    not_implemented=missing, benchmarks_run=benchmarks_run, budget=q)
+    sel.front = pareto_front(feasible, sel.cost_key)
+    for c in sel.front:
+        c.on_front = True
+    return sel
+
+
 def select(
+    query: SelectionQuery | None = None,
     *,
-    max_latency_ms: float | None = None,
-    max_train_memory_gb: float | None = None,
-    max_train_step_ms: float | None = None,
-    min_top1: float | None = None,
-    max_params_m: float | None = None,
-    max_gmacs: float | None = None,
-    img_size: int | None = None,
-    batch_size: int = 1,
-    train_batch_size: int = 32,
-    threads: int | None = None,
-    device: str = "cpu",
-    dtype: str = "float32",
-    channels_last: bool = False,
-    models: Sequence[str] | str = (),
-    exclude: Sequence[str] = (),
-    pretrain: Sequence[str] | str = (),
-    cost: str = "latency",
-    timing: str = "median",
-    top: int = 10,
-    measure_train: bool | None = None,
-    run: bool = True,
-    max_benchmarks: int = 30,
-    measurements: Sequence[str | os.PathLike] = (),
-    warmup: int = 1,
-    repeats: int = 5,
-    min_time: float = 0.5,
     plot: str | os.PathLike | None = None,
     reference: str | os.PathLike | Sequence[AccuracyRow] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    **kwargs: Any,
 ) -> Selection:
     """Rank implemented models for a budget and find the accuracy-vs-cost Pareto front.
 
-    Args:
+    Pass a :class:`SelectionQuery`, or its fields as keyword arguments
+    (``select(max_latency_ms=20, min_top1=80)``); keyword arguments given with a query override
+    its fields. The fields:
+
         max_latency_ms: limit on the inference time of one batch of ``batch_size``.
         max_train_memory_gb: limit on forward+backward peak memory (GiB) at ``train_batch_size``.
         max_train_step_ms: limit on one training step (SGD) at ``train_batch_size``.
@@ -348,211 +675,22 @@ def select(
         run: measure what is missing (False: use cached / given measurements only).
         max_benchmarks: at most this many models are measured now.
         measurements: extra result files or folders (from ``visionzoo benchmark --out``), any host.
+        warmup, repeats, min_time: timing of each benchmark.
+
+    Other arguments:
         plot: write the accuracy-vs-cost plot to this ``.png`` / ``.svg`` file.
         reference: accuracy table to use instead of the shipped one: a folder with a
             ``results-imagenet.csv`` (same columns; siblings optional) or a list of rows.
+        progress: show a progress bar. log: called with a line per model measured.
     """
-    from ..registry import get_model_module, is_model
-    from .cache import append_to_cache, host_id, load_cache, lookup
-    from .measure import BenchConfig, measure_model, num_threads
-    from .results import read_results
+    from dataclasses import replace
 
-    if cost not in COSTS:
-        raise ValueError(f"cost must be one of {', '.join(COSTS)}, got {cost!r}")
-    if timing not in ("median", "min"):
-        raise ValueError(f"timing must be 'median' or 'min', got {timing!r}")
-    for label, v in (("max_latency_ms", max_latency_ms), ("max_train_memory_gb", max_train_memory_gb),
-                     ("max_train_step_ms", max_train_step_ms), ("max_params_m", max_params_m),
-                     ("max_gmacs", max_gmacs)):
-        if v is not None and v <= 0:
-            raise ValueError(f"{label} must be > 0, got {v}")
-    if top < 1 or max_benchmarks < 0:
-        raise ValueError("top must be >= 1 and max_benchmarks >= 0")
-    models = [models] if isinstance(models, str) else list(models)
-    pretrain = [pretrain] if isinstance(pretrain, str) else list(pretrain)
-    log = log or (lambda s: None)
-    stat = "_min" if timing == "min" else ""
-    need_train = bool(measure_train) or (measure_train is None and (
-        max_train_memory_gb is not None or max_train_step_ms is not None or cost in ("train-step", "train-memory")))
-    need_infer = cost == "latency" or max_latency_ms is not None or not need_train
-    base_cfg = BenchConfig(batch_size=batch_size, train_batch_size=train_batch_size, device=device, dtype=dtype,
-                           channels_last=channels_last, threads=threads, warmup=warmup, repeats=repeats,
-                           min_time=min_time, max_runs=30)
-    device = base_cfg.device
-
-    # 1. published results -> one row per architecture
-    if reference is None or isinstance(reference, (str, os.PathLike)):
-        if reference is not None and not (Path(reference) / "results-imagenet.csv").exists():
-            raise FileNotFoundError(f"no results-imagenet.csv in {str(reference)!r}")
-        rows = load_accuracy(reference)
-    else:
-        rows = sorted(reference, key=lambda r: -r.top1)
-    if img_size is not None:
-        rows = [r for r in rows if r.img_size == img_size]
-        if not rows:
-            raise ValueError(f"no published result at img_size {img_size}")
-    if models:
-        rows = [r for r in rows if _match(r.model, models)]
-        if not rows:
-            raise ValueError(f"--models {' '.join(models)} matches no published result")
-    if exclude:
-        rows = [r for r in rows if not _match(r.model, exclude)]
-    if pretrain:
-        rows = [r for r in rows if r.pretrain in pretrain]
-    if min_top1 is not None:
-        rows = [r for r in rows if r.top1 >= min_top1]
-    if max_params_m is not None:
-        rows = [r for r in rows if r.param_count <= max_params_m]
-    best: dict[str, AccuracyRow] = {}
-    for r in rows:  # rows are sorted best first
-        best.setdefault(r.arch, r)
-    implemented = [Candidate(r, True, family=get_model_module(r.arch)) for r in best.values() if is_model(r.arch)]
-    missing = [Candidate(r, False, status="not implemented") for r in best.values() if not is_model(r.arch)]
-
-    # 2. measurements: given files (any host) first, then this machine's cache
-    given = read_results(measurements) if measurements else []
-    cache = load_cache()
-    eff_threads = None if device.startswith("cuda") else (threads or torch.get_num_threads())
-    query = dict(host=host_id(device), device=device, threads=eff_threads, dtype=dtype, channels_last=channels_last,
-                 batch_size=batch_size, train_batch_size=train_batch_size, img_size=img_size, timing=timing,
-                 limits=dict(max_latency_ms=max_latency_ms, max_train_memory_gb=max_train_memory_gb,
-                             max_train_step_ms=max_train_step_ms, min_top1=min_top1, max_params_m=max_params_m,
-                             max_gmacs=max_gmacs))
-
-    def known(c: Candidate) -> dict[str, Any]:
-        kw = dict(device=device, threads=eff_threads, dtype=dtype, channels_last=channels_last,
-                  infer_batch_size=batch_size, train_batch_size=train_batch_size)
-        out: dict[str, Any] = {}
-        for recs, host in ((given, "*"), (cache, None)):
-            found = lookup(c.arch, c.row.img_size, records=recs, host=host, **kw) or {}
-            out.update({k: v for k, v in found.items() if v is not None and k not in out})
-        return out
-
-    feasible: list[Candidate] = []
-    rejected: list[Candidate] = []
-    skipped: list[Candidate] = []
-    runs = 0
-    mem_limit_mib = max_train_memory_gb * 1024 if max_train_memory_gb is not None else None
-    rates: list[float] = []  # GMAC per ms of the models measured so far (inference)
-
-    def rate_bound() -> tuple[float, str]:
-        """An upper bound of the GMAC/ms any model reaches here: a margin over the matmul peak,
-        tightened to a margin over the fastest model measured once a few are known."""
-        peak = _PEAK_MARGIN * machine_peak_gmac_per_ms(device, eff_threads)
-        if len(rates) >= 3 and _RATE_MARGIN * max(rates) < peak:
-            return _RATE_MARGIN * max(rates), f"{_RATE_MARGIN:g}x the fastest rate measured here"
-        return peak, f"{_PEAK_MARGIN:g}x this machine's matmul peak"
-    from tqdm.auto import tqdm
-
-    bar = tqdm(implemented, desc="select", unit="model", disable=not progress, dynamic_ncols=True)
-    with num_threads(threads):
-        for c in bar:
-            bar.set_postfix_str(c.arch)
-            c.measured = known(c)
-            try:
-                if c.measured.get("gmacs") is None:
-                    c.measured.update({k: v for k, v in _static_counts(c.arch, c.row.img_size).items()
-                                       if k != "img_size"})
-            except Exception as e:  # noqa: BLE001
-                c.status, c.reasons = "error", [f"cannot build at {c.row.img_size}px: {type(e).__name__}: {e}"]
-                rejected.append(c)
-                continue
-            reasons = []
-            if max_gmacs is not None and c.measured["gmacs"] > max_gmacs:
-                reasons.append(f"{c.measured['gmacs']:.2f} GMACs > {max_gmacs}")
-            if max_params_m is not None and c.value("params_m") > max_params_m:
-                reasons.append(f"{c.value('params_m'):.1f} M params > {max_params_m}")
-            if reasons:
-                c.status, c.reasons = "rejected", reasons
-                rejected.append(c)
-                continue
-            if len(feasible) >= top:
-                cheapest = min(f.measured["gmacs"] for f in feasible)
-                if c.measured["gmacs"] >= cheapest:
-                    c.status = "skipped"
-                    c.reasons = [f"less accurate and more GMACs than {top} feasible models: neither ranked nor on "
-                                 "the front"]
-                    skipped.append(c)
-                    continue
-
-            def reject(reason: str) -> None:
-                c.status, c.reasons = "rejected", [reason]
-                rejected.append(c)
-
-            # cheap bounds before anything is built for real
-            if (max_latency_ms is not None and c.measured.get("infer_step_ms") is None and run
-                    and runs < max_benchmarks):
-                bound, why = rate_bound()
-                floor_ms = c.measured["gmacs"] * batch_size / bound
-                if floor_ms > max_latency_ms:
-                    reject(f"needs >= {floor_ms:.0f} ms: {c.measured['gmacs']:.1f} GMACs at {why} "
-                           f"({bound * 1e3:.0f} GMAC/s; estimate, not measured)")
-                    continue
-            if (mem_limit_mib is not None and need_train and c.measured.get("train_peak_mem_mib") is None
-                    and run and runs < max_benchmarks):
-                try:
-                    pred = predict_train_memory_mib(c.arch, c.row.img_size, train_batch_size)
-                    c.measured["predicted_train_mem_mib"] = pred
-                except Exception:  # noqa: BLE001 - prediction is an optimisation only
-                    pred = None
-                if pred is not None and pred > 1.25 * mem_limit_mib:
-                    reject(f"predicted train memory {pred / 1024:.2f} GiB > {max_train_memory_gb} "
-                           "(meta-device estimate, not measured)")
-                    continue
-
-            def run_part(mode: str, stop_ms: float | None) -> bool:
-                nonlocal runs
-                if not run or runs >= max_benchmarks:
-                    c.status = "unmeasured"
-                    c.reasons = ["--max-benchmarks reached" if run else "no measurement (measuring is off)"]
-                    return False
-                cfg = BenchConfig(**{**base_cfg.__dict__, "mode": mode, "img_size": c.row.img_size,
-                                     "infer_stop_above_ms": stop_ms if mode == "infer" else None,
-                                     "train_stop_above_ms": stop_ms if mode == "train" else None})
-                runs += 1
-                rec = measure_model(c.arch, cfg)
-                append_to_cache(rec)
-                cache.append(rec)
-                if rec.get("error"):
-                    c.status, c.reasons = "error", [rec["error"]]
-                    return False
-                c.measured.update({k: v for k, v in rec.items() if v is not None})
-                log(f"measured {c.arch} ({mode})")
-                return True
-
-            if need_infer and c.measured.get("infer_step_ms") is None:
-                if not run_part("infer", 1.5 * max_latency_ms if max_latency_ms else None):
-                    (skipped if c.status == "unmeasured" else rejected).append(c)
-                    continue
-            latency = c.value("infer_step_ms" + stat)
-            if latency and c.measured.get("gmacs"):
-                rates.append(c.measured["gmacs"] * batch_size / latency)
-            if max_latency_ms is not None and latency > max_latency_ms:
-                reject(f"latency {latency:.1f} ms > {max_latency_ms}")
-                continue
-            if need_train and c.measured.get("train_step_ms") is None:
-                if not run_part("train", 1.5 * max_train_step_ms if max_train_step_ms else None):
-                    (skipped if c.status == "unmeasured" else rejected).append(c)
-                    continue
-            reasons = []
-            if mem_limit_mib is not None and c.measured["train_peak_mem_mib"] > mem_limit_mib:
-                reasons.append(f"train memory {c.measured['train_peak_mem_mib'] / 1024:.2f} GiB > {max_train_memory_gb}")
-            if max_train_step_ms is not None and c.value("train_step_ms" + stat) > max_train_step_ms:
-                reasons.append(f"train step {c.value('train_step_ms' + stat):.0f} ms > {max_train_step_ms}")
-            if reasons:
-                c.status, c.reasons = "rejected", reasons
-                rejected.append(c)
-                continue
-            c.status = "ok"
-            feasible.append(c)
-    bar.close()
-
-    feasible.sort(key=lambda c: -c.top1)
-    sel = Selection(query=query, cost=cost, ranked=feasible, front=[], rejected=rejected, skipped=skipped,
-                    not_implemented=missing, benchmarks_run=runs)
-    sel.front = pareto_front(feasible, sel.cost_key)
-    for c in sel.front:
-        c.on_front = True
+    q = replace(query, **kwargs) if query is not None else SelectionQuery(**kwargs)
+    m = Measurer(q, log)  # checks the measuring conditions before anything is read
+    implemented, missing = gather_candidates(published_rows(q, reference))
+    m.load()
+    feasible, rejected, skipped = screen_candidates(implemented, q, m, progress)
+    sel = rank(q, m.conditions(), feasible, rejected, skipped, missing, m.runs)
     if plot:
         sel.plot(plot)
     return sel
