@@ -17,8 +17,10 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
 def test_list(capsys):
     assert main(["list", "resnet1*", "--module", "resnet"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert "resnet18" in out and "resnet101" in out and out[-1].startswith("# ")
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert "resnet18" in out and "resnet101" in out and all(not line.startswith("#") for line in out)
+    assert captured.err.strip() == f"# {len(out)} architectures"  # the count is on stderr
     assert main(["list", "resnet18", "--pretrained"]) == 0
     assert "resnet18.a1_in1k" in capsys.readouterr().out
 

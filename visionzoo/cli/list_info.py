@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .completion import family_completer, model_completer, set_completer
 
@@ -25,7 +26,10 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(names))
         return 0
-    print("\n".join(names + [f"# {len(names)} {'pretrained tags' if args.pretrained else 'architectures'}"]))
+    if names:
+        print("\n".join(names))
+    # the count goes to stderr: stdout is one name per line, so `visionzoo list | wc -l` counts models
+    print(f"# {len(names)} {'pretrained tags' if args.pretrained else 'architectures'}", file=sys.stderr)
     return 0
 
 
