@@ -24,7 +24,14 @@ def _tiny_ghostnetv3() -> torch.nn.Module:
     return GhostNet(version=3, width=0.5, cfg=cfg, head_chs=32, num_classes=10)
 
 
-@pytest.mark.parametrize("build", [_tiny_ghostnetv3], ids=["ghostnetv3"])
+def _tiny_repghost() -> torch.nn.Module:
+    from visionzoo.models.ghostnet import GhostNet
+    from visionzoo.models.repghost import RepGhostModule
+    cfg = (((3, 8, 16, 0, 1),), ((3, 24, 24, 0, 2),), ((3, 36, 24, 0, 1),), ((5, 36, 40, 0.25, 2),))
+    return GhostNet(cfg=cfg, ghost_module=RepGhostModule, final_mult=2.0, head_chs=32, num_classes=10)
+
+
+@pytest.mark.parametrize("build", [_tiny_ghostnetv3, _tiny_repghost], ids=["ghostnetv3", "repghost"])
 def test_reparameterize_equal_outputs(build) -> None:
     torch.manual_seed(0)
     model = build().eval()
@@ -36,5 +43,5 @@ def test_reparameterize_equal_outputs(build) -> None:
         model.reparameterize()
         out = model(x)
     assert sum(p.numel() for p in model.parameters()) < n_before  # the branches are gone
-    assert not any(k.endswith("_rpr_conv.0.conv.weight") for k in model.state_dict())
+    assert not any(k.endswith(("_rpr_conv.0.conv.weight", "fusion_bn.0.weight")) for k in model.state_dict())
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())

@@ -194,11 +194,15 @@ class GhostBottleneck(nn.Module):
     plus a shortcut (identity, or depthwise + 1x1 conv when the shape changes)."""
 
     def __init__(self, in_chs: int, mid_chs: int, out_chs: int, *, kernel_size: int = 3, stride: int = 1,
-                 se_ratio: float = 0.0, attn: bool = False, rep: bool = False, drop_path: float = 0.0) -> None:
+                 se_ratio: float = 0.0, attn: bool = False, rep: bool = False, drop_path: float = 0.0,
+                 ghost_module: Optional[type] = None) -> None:
         super().__init__()
         self.stride = stride
         self.rep = rep
-        self.ghost1 = GhostModule(in_chs, mid_chs, use_act=True, attn=attn, rep=rep)
+        if ghost_module is not None:  # another Ghost-module design (RepGhost), taking (in, out, use_act=)
+            self.ghost1 = ghost_module(in_chs, mid_chs, use_act=True)
+        else:
+            self.ghost1 = GhostModule(in_chs, mid_chs, use_act=True, attn=attn, rep=rep)
         if stride > 1:
             if rep:
                 self._dw = RepBranches(self, "dw", mid_chs, mid_chs, kernel_size, stride, groups=mid_chs)
@@ -208,7 +212,8 @@ class GhostBottleneck(nn.Module):
                 self.bn_dw = nn.BatchNorm2d(mid_chs)
         self.se = (SqueezeExcite(mid_chs, make_divisible(mid_chs * se_ratio, 4), gate_layer="hard_sigmoid")
                    if se_ratio else None)
-        self.ghost2 = GhostModule(mid_chs, out_chs, use_act=False, rep=rep)
+        self.ghost2 = (ghost_module(mid_chs, out_chs, use_act=False) if ghost_module is not None
+                       else GhostModule(mid_chs, out_chs, use_act=False, rep=rep))
         if in_chs == out_chs and stride == 1:
             self.shortcut: nn.Module = nn.Identity()
         else:
@@ -246,6 +251,7 @@ class GhostNet(FeatureMixin, nn.Module):
     feature_cfg = {"feature_cls": "list", "flatten_sequential": True}  # features_only wrapper (visionzoo.features)
 
     def __init__(self, *, width: float = 1.0, version: int = 1, cfg: tuple = _CFG, head_chs: int = 1280,
+                 ghost_module: Optional[type] = None, final_mult: float = 1.0,
                  num_classes: int = 1000, in_chans: int = 3, global_pool: str = "avg", output_stride: int = 32,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> None:
         super().__init__()
@@ -267,7 +273,8 @@ class GhostNet(FeatureMixin, nn.Module):
                 out_chs, mid_chs = make_divisible(c * width, 4), make_divisible(exp * width, 4)
                 blocks.append(GhostBottleneck(in_chs, mid_chs, out_chs, kernel_size=k, stride=s, se_ratio=se,
                                               attn=version > 1 and layer_id > 1, rep=version == 3,
-                                              drop_path=drop_path_rate * layer_id / total))
+                                              drop_path=drop_path_rate * layer_id / total,
+                                              ghost_module=ghost_module))
                 in_chs = out_chs
                 layer_id += 1
             stages.append(nn.Sequential(*blocks))
@@ -275,7 +282,7 @@ class GhostNet(FeatureMixin, nn.Module):
                 reduction *= stage[0][4]
                 self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f"blocks.{si}"))
                 self._positions.append(si)
-        self.num_features = make_divisible(cfg[-1][-1][1] * width, 4)
+        self.num_features = make_divisible(cfg[-1][-1][1] * width * final_mult, 4)
         stages.append(nn.Sequential(ConvBn(in_chs, self.num_features, 1, act=True)))
         self.blocks = nn.Sequential(*stages)
         self.head_hidden_size = head_chs
@@ -316,7 +323,7 @@ class GhostNet(FeatureMixin, nn.Module):
     def reparameterize(self) -> "GhostNet":
         """Fold every re-parameterisable conv (v3) into one conv; a no-op for v1/v2."""
         for m in list(self.modules()):
-            if isinstance(m, (GhostModule, GhostBottleneck)):
+            if m is not self and callable(getattr(m, "reparameterize", None)):
                 m.reparameterize()
         return self
 
