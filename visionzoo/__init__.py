@@ -12,8 +12,8 @@ The public API is small; everything is imported lazily so ``import visionzoo`` s
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -48,6 +48,7 @@ _EXPORTS = {
     "FrozenBatchNorm2d": "visionzoo.layers.frozen_bn",
     "FrozenBatchNormAct2d": "visionzoo.layers.frozen_bn",
     "FeatureListNet": "visionzoo.features",
+    "FeatureInfo": "visionzoo.features",
     "optimize": "visionzoo.inference",
     "benchmark": "visionzoo.bench.measure",
     "select": "visionzoo.bench.select",
@@ -56,14 +57,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'visionzoo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

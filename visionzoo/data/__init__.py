@@ -1,8 +1,8 @@
 """Data: config resolved from a model's pretrained cfg, PIL/torch transforms, class names, images."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from .._lazy import lazy_exports
 
 # public name -> module defining it (imported on first use; the reference's ``timm.data`` names)
 _EXPORTS: dict[str, str] = {
@@ -18,10 +18,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,8 +1,8 @@
 """Model families, one module each. Modules are imported on demand by the registry."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from .._lazy import lazy_exports
 
 # the reference's ``timm.models`` helpers, imported on first use (family modules stay lazy)
 _EXPORTS: dict[str, str] = {
@@ -26,10 +26,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:  # AttributeError lets ``from visionzoo.models import resnet`` import the submodule
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,8 +9,8 @@ The ``visionzoo train`` / ``visionzoo validate`` commands wrap :func:`train` and
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "engine", "train": "engine", "evaluate": "engine", "build_datasets": "engine",
@@ -25,10 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'visionzoo.train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
