@@ -223,3 +223,15 @@ def Beit_filter(src, dst):
     from visionzoo.models.beit import Beit
 
     return Beit.checkpoint_filter_fn(src.state_dict(), dst)
+
+
+@pytest.mark.parametrize("kw", [dict(rope_type="axial", reg_tokens=1), dict(rope_type="axial", dynamic_img_size=True),
+                                dict(rope_type="mixed", global_pool="map"), dict(beit=True)])
+def test_torchscript(kw):
+    kw = dict(kw)
+    m = _tiny_beit() if kw.pop("beit", False) else _tiny(**kw)
+    scripted = torch.jit.script(m)
+    size = (48, 40) if kw.get("dynamic_img_size") else (32, 32)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), m(x), rtol=1e-5, atol=1e-5)

@@ -135,6 +135,8 @@ class AxialRope(nn.Module):
         self.xy = xy
         self.half = half
         self.grid: Optional[List[int]] = [int(g) for g in grid] if grid is not None else None
+        # the grid of ``embed``; [-1, -1] when there is none (a non-empty int list for TorchScript)
+        self.cached_grid = list(self.grid) if self.grid is not None else [-1, -1]
         n = self.grid[0] * self.grid[1] if self.grid is not None else 0
         self.register_buffer("embed", torch.zeros(n, 2 * head_dim), persistent=False)
         self.init_non_persistent_buffers()
@@ -153,6 +155,7 @@ class AxialRope(nn.Module):
     def set_grid(self, grid: Optional[Sequence[int]]) -> None:
         """Make the cached table for a new model grid (``set_input_size``)."""
         self.grid = [int(g) for g in grid] if grid is not None else None
+        self.cached_grid = list(self.grid) if self.grid is not None else [-1, -1]
         device = self.embed.device
         if self.grid is None:
             self.embed = torch.zeros(0, 2 * self.head_dim, device=device)
@@ -163,8 +166,8 @@ class AxialRope(nn.Module):
 
     def get_embed(self, grid: List[int]) -> torch.Tensor:
         """``[H*W, 2 * head_dim]`` for ``grid`` (the model grid's table comes from the cache)."""
-        cached = self.grid
-        if cached is not None and grid[0] == cached[0] and grid[1] == cached[1]:
+        cached = self.cached_grid
+        if grid[0] == cached[0] and grid[1] == cached[1]:
             return self.embed
         return self._compute(grid, self.embed.device).to(self.embed.dtype)
 

@@ -333,7 +333,7 @@ class Eva(FeatureMixin, nn.Module):
         self.pool_include_prefix = pool_include_prefix
         self.rope_type = rope_type
         self.grad_checkpointing = False
-        self._block_rope: Optional[torch.Tensor] = None  # set per forward: RoPE table(s) for the blocks
+        self._block_rope = None  # RoPE table(s) for the blocks, set by _forward_stem (forward_intermediates)
 
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
@@ -468,7 +468,7 @@ class Eva(FeatureMixin, nn.Module):
             grid = [model_grid[0], model_grid[1]]
         pos = self.pos_embed
         if pos is not None and self.dynamic_img_size:
-            pos = resample_abs_pos_embed(pos, grid, old_size=self.patch_embed.grid_size,
+            pos = resample_abs_pos_embed(pos, (grid[0], grid[1]), old_size=self.patch_embed.grid_size,
                                          num_prefix_tokens=0 if self.no_embed_class else self.num_prefix_tokens)
         prefix: List[torch.Tensor] = []
         if self.cls_token is not None:
@@ -536,13 +536,10 @@ class Eva(FeatureMixin, nn.Module):
         h, w = self.patch_embed.dynamic_feat_size(in_size)
         return x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        take = super().prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
-        if prune_head:
-            self.fc_norm = nn.Identity()
-            self.attn_pool = None
-        return take
+    def _prune_head(self) -> None:
+        self.reset_classifier(0, "")
+        self.fc_norm = nn.Identity()
+        self.attn_pool = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x, rope = self._embed(x)
