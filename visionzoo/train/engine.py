@@ -288,18 +288,70 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         cleanup_distributed()
 
 
-def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
-    from ..data.config import resolve_data_config
-    from ..data.transforms import create_transform
+@dataclass
+class _Run:
+    """Everything one training run holds between its steps (set up by :func:`_setup`)."""
 
+    cfg: TrainConfig
+    info: DistInfo
+    out_dir: Path
+    classes: list[str]
+    model: nn.Module
+    train_model: nn.Module
+    data_cfg: dict[str, Any]
+    minfo: dict[str, Any]
+    train_set: Dataset
+    val_set: Dataset | None
+    train_sampler: DistributedSampler
+    gen: torch.Generator
+    seeded_train: EpochSeeded
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler
+    scaler: torch.amp.GradScaler
+    ema: ModelEma | None
+    mixup: Mixup | None
+    criterion: nn.Module
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = float("-inf")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+
+def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
+    run = _setup(cfg, info)
+    _start_output(run)
+    row: dict[str, Any] = run.history[-1] if run.history else {}
+    for epoch in range(run.start_epoch, cfg.epochs):
+        row, is_best = _run_epoch(run, epoch)
+        if info.primary:
+            _save_epoch(run, epoch, is_best)
+        barrier()
+    if not run.history:
+        raise RuntimeError("nothing to do: no epochs were run")
+    if run.start_epoch >= cfg.epochs:
+        _log(info, f"checkpoint already holds all {cfg.epochs} epochs; nothing to train")
+    return dict(row, best_top1=run.best, output=str(run.out_dir))
+
+
+# --- setup
+
+def _check_config(cfg: TrainConfig) -> None:
     if cfg.amp not in AMP_DTYPES:
         raise ValueError(f"unknown --amp {cfg.amp!r}; choose from {', '.join(AMP_DTYPES)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be ≥ 1")
-    device = info.device
-    if cfg.threads is not None:
-        torch.set_num_threads(max(1, cfg.threads))
-    ckpt = load_training_checkpoint(cfg.resume) if cfg.resume else None
+
+
+def _output_dir(cfg: TrainConfig, info: DistInfo) -> Path:
     if cfg.output:
         out_dir = Path(cfg.output)
     elif cfg.resume:
@@ -308,25 +360,31 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
         out_dir = Path("runs") / f"{cfg.model.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     if info.distributed and not cfg.output and not cfg.resume:
         raise ValueError("under torchrun pass --output DIR (the default name has a per-process timestamp)")
+    return out_dir
 
-    # --- data: classes first, to size the head
-    root = _data_root(cfg)
-    train_dir, _ = find_split_dirs(root)
+
+def _find_train_classes(cfg: TrainConfig) -> list[str]:
+    """The class folders of the training split (they size the head)."""
+    train_dir, _ = find_split_dirs(_data_root(cfg))
     classes = find_classes(train_dir)
     if cfg.num_classes is not None and cfg.num_classes != len(classes):
         raise DatasetError(f"--num-classes {cfg.num_classes} but {train_dir} has {len(classes)} class folders "
                            f"({', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''})")
-    num_classes = len(classes)
+    return classes
 
-    # --- model
+
+def _setup_model(cfg: TrainConfig, num_classes: int, device: torch.device
+                 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """The model (seeded, frozen / checkpointed as asked, on ``device``), its data config and info."""
+    from ..data.config import resolve_data_config
+
     _seed_all(cfg.seed)
     model = build_train_model(cfg.model, num_classes, cfg.in_chans, cfg.pretrained, cfg.head, cfg.head_hidden,
                               cfg.head_dropout, cfg.drop_rate, cfg.drop_path_rate, cfg.initial_checkpoint)
     data_cfg = resolve_data_config({"img_size": cfg.img_size, "in_chans": cfg.in_chans, "crop_pct": cfg.crop_pct,
                                     "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std},
                                    model=model.backbone if isinstance(model, MlpHeadClassifier) else model)
-    in_chans = data_cfg["input_size"][0]
-    minfo = model_info(cfg.to_dict(), num_classes, in_chans)
+    minfo = model_info(cfg.to_dict(), num_classes, data_cfg["input_size"][0])
     if cfg.freeze_backbone:
         freeze_backbone(model)
     if cfg.grad_checkpointing:
@@ -336,6 +394,12 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    return model, data_cfg, minfo
+
+
+def _setup_data(cfg: TrainConfig, info: DistInfo, data_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Datasets, samplers and loaders (the :class:`_Run` fields of the same names)."""
+    from ..data.transforms import create_transform
 
     train_tf = create_transform(**data_cfg, is_training=True, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
                                 hflip=cfg.hflip, color_jitter=cfg.color_jitter)
@@ -347,18 +411,22 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     train_sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                        seed=cfg.seed)
     gen = torch.Generator()
-    pin = device.type == "cuda"
+    pin = info.device.type == "cuda"
     seeded_train = EpochSeeded(train_set)
     train_loader = create_loader(seeded_train, cfg.batch_size, train_sampler, cfg.workers, drop_last, pin, gen)
     val_loader = None
     if val_set is not None:
         val_loader = create_loader(val_set, cfg.batch_size, ShardSampler(len(val_set), info.rank, info.world_size),
                                    cfg.workers, False, pin)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
+    if len(train_loader) == 0:
         raise DatasetError("the training set is empty")
+    return dict(train_set=train_set, val_set=val_set, train_sampler=train_sampler, gen=gen, seeded_train=seeded_train,
+                train_loader=train_loader, val_loader=val_loader)
 
-    # --- optimisation
+
+def _setup_optimisation(cfg: TrainConfig, model: nn.Module, num_classes: int, steps_per_epoch: int,
+                        device: torch.device) -> dict[str, Any]:
+    """Optimizer, schedule, grad scaler, EMA, mixup and loss (the :class:`_Run` fields)."""
     optimizer = create_optimizer(model, cfg.opt, cfg.lr, cfg.weight_decay, cfg.momentum, layer_decay=cfg.layer_decay)
     scheduler = Scheduler(optimizer, cfg.lr, cfg.epochs * steps_per_epoch, steps_per_epoch, cfg.sched,
                           warmup_steps=int(round(cfg.warmup * steps_per_epoch)), warmup_lr_factor=cfg.warmup_lr_factor,
@@ -371,117 +439,161 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
         criterion: nn.Module = SoftTargetCrossEntropy()
     else:
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    return dict(optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema, mixup=mixup, criterion=criterion)
 
-    start_epoch, history, best = 0, [], float("-inf")
+
+def _setup(cfg: TrainConfig, info: DistInfo) -> _Run:
+    """Check the config, then build data, model and optimisation, resuming from ``cfg.resume``."""
+    _check_config(cfg)
+    device = info.device
+    if cfg.threads is not None:
+        torch.set_num_threads(max(1, cfg.threads))
+    ckpt = load_training_checkpoint(cfg.resume) if cfg.resume else None
+    out_dir = _output_dir(cfg, info)
+    classes = _find_train_classes(cfg)
+    model, data_cfg, minfo = _setup_model(cfg, len(classes), device)
+    data = _setup_data(cfg, info, data_cfg)
+    optim = _setup_optimisation(cfg, model, len(classes), len(data["train_loader"]), device)
+    run = _Run(cfg=cfg, info=info, out_dir=out_dir, classes=classes, model=model, train_model=model,
+               data_cfg=data_cfg, minfo=minfo, **data, **optim)
     if ckpt is not None:
-        _check_resume_compat(ckpt, minfo, classes, str(cfg.resume))
-        try:
-            model.load_state_dict(ckpt["state_dict"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise ResumeError(f"cannot resume from {cfg.resume}: state does not fit this run "
-                              f"({str(e).splitlines()[0]})") from e
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ema is not None:
-            if ckpt.get("state_dict_ema") is not None:
-                ema.module.load_state_dict(ckpt["state_dict_ema"])
-                ema.num_updates.fill_(int(ckpt.get("ema_updates", 0)))
-            else:
-                _log(info, "warning: checkpoint has no EMA weights; the EMA restarts from the current weights")
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        if ckpt.get("rng"):
-            set_rng_state(ckpt["rng"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        history = [dict(r) for r in ckpt.get("history", [])]
-        best = float(ckpt.get("best_top1", float("-inf")))
-        _log(info, f"resumed from {cfg.resume}: epoch {start_epoch}/{cfg.epochs} done, continuing")
-        old_args = ckpt.get("args") or {}
-        changed = [k for k in ("seed", "batch_size", "lr", "epochs", "opt", "sched", "mixup", "cutmix")
-                   if k in old_args and old_args[k] != getattr(cfg, k)]
-        if ckpt.get("world_size", info.world_size) != info.world_size:
-            changed.append("number of processes")
-        if changed:
-            _log(info, f"warning: {', '.join(changed)} differ from the checkpoint's run; the result will not "
-                       "match an uninterrupted run")
-
-    train_model: nn.Module = model
+        _resume(run, ckpt)
     if info.distributed:
-        train_model = nn.parallel.DistributedDataParallel(
+        run.train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run
 
+
+def _resume(run: _Run, ckpt: dict[str, Any]) -> None:
+    """Load model / optimizer / schedule / EMA / scaler / RNG state and the history from ``ckpt``."""
+    cfg, info = run.cfg, run.info
+    _check_resume_compat(ckpt, run.minfo, run.classes, str(cfg.resume))
+    try:
+        run.model.load_state_dict(ckpt["state_dict"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ResumeError(f"cannot resume from {cfg.resume}: state does not fit this run "
+                          f"({str(e).splitlines()[0]})") from e
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.ema is not None:
+        if ckpt.get("state_dict_ema") is not None:
+            run.ema.module.load_state_dict(ckpt["state_dict_ema"])
+            run.ema.num_updates.fill_(int(ckpt.get("ema_updates", 0)))
+        else:
+            _log(info, "warning: checkpoint has no EMA weights; the EMA restarts from the current weights")
+    if ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    if ckpt.get("rng"):
+        set_rng_state(ckpt["rng"])
+    run.start_epoch = int(ckpt["epoch"]) + 1
+    run.history = [dict(r) for r in ckpt.get("history", [])]
+    run.best = float(ckpt.get("best_top1", float("-inf")))
+    _log(info, f"resumed from {cfg.resume}: epoch {run.start_epoch}/{cfg.epochs} done, continuing")
+    old_args = ckpt.get("args") or {}
+    changed = [k for k in ("seed", "batch_size", "lr", "epochs", "opt", "sched", "mixup", "cutmix")
+               if k in old_args and old_args[k] != getattr(cfg, k)]
+    if ckpt.get("world_size", info.world_size) != info.world_size:
+        changed.append("number of processes")
+    if changed:
+        _log(info, f"warning: {', '.join(changed)} differ from the checkpoint's run; the result will not "
+                   "match an uninterrupted run")
+
+
+def _start_output(run: _Run) -> None:
+    """``args.json`` (and the resumed history) in the output folder, and the run's summary line."""
+    cfg, info, out_dir = run.cfg, run.info, run.out_dir
     if info.primary:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "args.json").write_text(json.dumps({**cfg.to_dict(), "world_size": info.world_size,
-                                                       "data_config": data_cfg, "classes": classes}, indent=2))
-        if history:  # drop rows a killed run logged after its last checkpoint
-            write_csv(out_dir / "metrics.csv", history)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    _log(info, f"{cfg.model}: {num_classes} classes, in_chans {in_chans}, input {tuple(data_cfg['input_size'])}, "
-               f"{n_train / 1e6:.2f}M trainable params; {len(train_set)} train / {len(val_set) if val_set else 0} val "
-               f"images; {info.world_size} process(es) × batch {cfg.batch_size}; {steps_per_epoch} steps/epoch; "
-               f"device {device}; output {out_dir}")
+                                                       "data_config": run.data_cfg, "classes": run.classes},
+                                                      indent=2))
+        if run.history:  # drop rows a killed run logged after its last checkpoint
+            write_csv(out_dir / "metrics.csv", run.history)
+    n_train = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    _log(info, f"{cfg.model}: {run.num_classes} classes, in_chans {run.data_cfg['input_size'][0]}, "
+               f"input {tuple(run.data_cfg['input_size'])}, {n_train / 1e6:.2f}M trainable params; "
+               f"{len(run.train_set)} train / {len(run.val_set) if run.val_set else 0} val "
+               f"images; {info.world_size} process(es) × batch {cfg.batch_size}; {run.steps_per_epoch} steps/epoch; "
+               f"device {info.device}; output {out_dir}")
 
-    row: dict[str, Any] = history[-1] if history else {}
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        s = _epoch_seed(cfg.seed, epoch, info.rank)
-        _seed_all(s)
-        gen.manual_seed(s)
-        seeded_train.seed = _epoch_seed(cfg.seed, epoch, 0)
-        train_sampler.set_epoch(epoch)
-        stats = _train_one_epoch(train_model, model, train_loader, optimizer, scheduler, scaler, criterion, mixup,
-                                 ema, cfg, info, epoch, steps_per_epoch)
-        row = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": stats["loss"], "train_top1": stats["top1"]}
-        if val_loader is not None:
-            if info.distributed:
-                _broadcast_buffers(model)
-            m = evaluate(model, val_loader, device, cfg.amp, cfg.channels_last, cfg.progress if info.primary else False)
-            row.update(val_loss=m["loss"], val_top1=m["top1"], val_top5=m["top5"])
-            if ema is not None:
-                if info.distributed:
-                    _broadcast_buffers(ema.module)
-                me = evaluate(ema.module, val_loader, device, cfg.amp, cfg.channels_last, False)
-                row.update(ema_val_loss=me["loss"], ema_val_top1=me["top1"], ema_val_top5=me["top5"])
-        row["epoch_time_s"] = time.perf_counter() - t0
-        history.append(row)
-        score = row.get("val_top1", -row["train_loss"])
-        is_best = score > best
-        best = max(best, score)
-        row["best_top1"] = best if val_loader is not None else float("nan")
-        _log(info, f"epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(
-            f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float)))
-        if info.primary:
-            write_csv(out_dir / "metrics.csv", history)
-            try:
-                plot_metrics(history, out_dir)
-            except Exception as e:  # a plotting problem must never stop training
-                print(f"warning: could not draw the metrics plot: {e}", file=sys.stderr)
-            state = {
-                "format": FORMAT, "epoch": epoch, "state_dict": model.state_dict(),
-                "state_dict_ema": ema.module.state_dict() if ema is not None else None,
-                "ema_updates": int(ema.num_updates) if ema is not None else 0,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "rng": get_rng_state(), "args": cfg.to_dict(), "history": history, "best_top1": best,
-                "class_names": classes, "model_info": minfo, "data_config": {k: list(v) if isinstance(v, tuple) else v
-                                                                             for k, v in data_cfg.items()},
-                "world_size": info.world_size,
-            }
-            save_checkpoint(state, out_dir / "last.pth")
-            if is_best:
-                save_checkpoint(state, out_dir / "model_best.pth")
-            if cfg.keep_checkpoints > 0:
-                save_checkpoint(state, out_dir / f"checkpoint-{epoch + 1}.pth")
-                old = out_dir / f"checkpoint-{epoch + 1 - cfg.keep_checkpoints}.pth"
-                if old.exists():
-                    old.unlink()
-        barrier()
-    if not history:
-        raise RuntimeError("nothing to do: no epochs were run")
-    if start_epoch >= cfg.epochs:
-        _log(info, f"checkpoint already holds all {cfg.epochs} epochs; nothing to train")
-    return dict(row, best_top1=best, output=str(out_dir))
+
+# --- one epoch: train, evaluate, log, checkpoint
+
+def _run_epoch(run: _Run, epoch: int) -> tuple[dict[str, Any], bool]:
+    """Train one epoch (reseeded from ``(seed, epoch, rank)``) and evaluate; appends the metrics row
+    to the history, updates the best score and logs. Returns the row and whether it is the best."""
+    cfg, info = run.cfg, run.info
+    t0 = time.perf_counter()
+    s = _epoch_seed(cfg.seed, epoch, info.rank)
+    _seed_all(s)
+    run.gen.manual_seed(s)
+    run.seeded_train.seed = _epoch_seed(cfg.seed, epoch, 0)
+    run.train_sampler.set_epoch(epoch)
+    stats = _train_one_epoch(run.train_model, run.model, run.train_loader, run.optimizer, run.scheduler, run.scaler,
+                             run.criterion, run.mixup, run.ema, cfg, info, epoch, run.steps_per_epoch)
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": stats["lr"], "train_loss": stats["loss"],
+                           "train_top1": stats["top1"]}
+    row.update(_evaluate_epoch(run))
+    row["epoch_time_s"] = time.perf_counter() - t0
+    run.history.append(row)
+    score = row.get("val_top1", -row["train_loss"])
+    is_best = score > run.best
+    run.best = max(run.best, score)
+    row["best_top1"] = run.best if run.val_loader is not None else float("nan")
+    _log(info, f"epoch {epoch + 1}/{cfg.epochs}  " + "  ".join(
+        f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float)))
+    return row, is_best
+
+
+def _evaluate_epoch(run: _Run) -> dict[str, float]:
+    """Validation metrics of the model (and of its EMA), with rank 0's buffers on every process."""
+    if run.val_loader is None:
+        return {}
+    cfg, info, device = run.cfg, run.info, run.info.device
+    if info.distributed:
+        _broadcast_buffers(run.model)
+    m = evaluate(run.model, run.val_loader, device, cfg.amp, cfg.channels_last, cfg.progress if info.primary else False)
+    out = dict(val_loss=m["loss"], val_top1=m["top1"], val_top5=m["top5"])
+    if run.ema is not None:
+        if info.distributed:
+            _broadcast_buffers(run.ema.module)
+        me = evaluate(run.ema.module, run.val_loader, device, cfg.amp, cfg.channels_last, False)
+        out.update(ema_val_loss=me["loss"], ema_val_top1=me["top1"], ema_val_top5=me["top5"])
+    return out
+
+
+def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
+    ema, scaler = run.ema, run.scaler
+    return {
+        "format": FORMAT, "epoch": epoch, "state_dict": run.model.state_dict(),
+        "state_dict_ema": ema.module.state_dict() if ema is not None else None,
+        "ema_updates": int(ema.num_updates) if ema is not None else 0,
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "rng": get_rng_state(), "args": run.cfg.to_dict(), "history": run.history, "best_top1": run.best,
+        "class_names": run.classes, "model_info": run.minfo,
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in run.data_cfg.items()},
+        "world_size": run.info.world_size,
+    }
+
+
+def _save_epoch(run: _Run, epoch: int, is_best: bool) -> None:
+    """Metrics CSV and plot, ``last.pth``, ``model_best.pth`` on a new best, ``checkpoint-<n>.pth``."""
+    out_dir, keep = run.out_dir, run.cfg.keep_checkpoints
+    write_csv(out_dir / "metrics.csv", run.history)
+    try:
+        plot_metrics(run.history, out_dir)
+    except Exception as e:  # a plotting problem must never stop training
+        print(f"warning: could not draw the metrics plot: {e}", file=sys.stderr)
+    state = _checkpoint_state(run, epoch)
+    save_checkpoint(state, out_dir / "last.pth")
+    if is_best:
+        save_checkpoint(state, out_dir / "model_best.pth")
+    if keep > 0:
+        save_checkpoint(state, out_dir / f"checkpoint-{epoch + 1}.pth")
+        old = out_dir / f"checkpoint-{epoch + 1 - keep}.pth"
+        if old.exists():
+            old.unlink()
 
 
 def _train_one_epoch(train_model: nn.Module, model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
