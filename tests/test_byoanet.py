@@ -102,3 +102,19 @@ def test_byoanet_variants_build_on_meta() -> None:
         model = visionzoo.create_model("lamhalobotnet50ts_256", num_classes=3)
         out = model(torch.empty(1, 3, 256, 256))
     assert out.shape == (1, 3)
+
+
+def test_optimize_handles_lambda_conv3d() -> None:
+    """channels-last conversion skips the lambda layer's 5-D Conv3d weight."""
+    from visionzoo.models.byobnet import BlockSpec as B
+    from visionzoo.models.byobnet import ByobNet, NetSpec
+
+    spec = NetSpec(blocks=(B("bottle", 1, 32, 1, bottle=0.25), B("self_attn", 2, 64, bottle=0.25)), stem_chs=16,
+                   stem_type="tiered", self_attn="lambda", self_attn_kwargs=dict(r=5))
+    torch.manual_seed(0)
+    model = ByobNet(cfg=spec, num_classes=5).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    fast = visionzoo.optimize(model, dtype=torch.float32, example=x)
+    torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())

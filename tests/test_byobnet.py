@@ -152,3 +152,14 @@ def test_registered_variants_build_on_meta() -> None:
     with torch.device("meta"):
         m = visionzoo.create_model("mobileone_s1", num_classes=7)
     assert m.get_classifier().out_features == 7
+
+
+def test_clip_pos_embed_resampled_on_load() -> None:
+    spec = NetSpec(blocks=(B("bottle", 1, 32, 1, bottle=0.25), B("bottle", 1, 64, bottle=0.25)),
+                   stem_chs=(8, 8, 16), stem_type="", stem_pool="avg2", downsample="avg", aa="avg", head="attn_abs")
+    src = ByobNet(cfg=spec, num_classes=4, img_size=64)
+    dst = ByobNet(cfg=spec, num_classes=4, img_size=96)
+    sd = ByobNet.checkpoint_filter_fn(src.state_dict(), dst)
+    assert sd["head.pos_embed"].shape == (12 * 12 + 1, 64)
+    torch.testing.assert_close(sd["head.pos_embed"][0], src.head.pos_embed[0])  # the mean-token row is kept
+    dst.load_state_dict(sd)

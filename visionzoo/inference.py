@@ -48,6 +48,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from .deploy.compare import bf16_close, max_abs_diff, outputs_close
+
 __all__ = ["optimize", "fold_batchnorm", "reparameterize_modules", "OptimizedModel", "bf16_supported", "compile_available",
            "example_input", "resolve_input_size", "bf16_close"]
 
@@ -406,7 +408,7 @@ class OptimizedModel(nn.Module):
                     traced = torch.jit.freeze(torch.jit.trace(self.model, (x,), check_trace=False).eval())
                     traced = torch.jit.optimize_for_inference(traced)
                     ref, got = self.model(x), traced(x)
-            ok, msg = _outputs_close(got, ref, self.dtype)
+            ok, msg = outputs_close(got, ref, self.dtype)
             if ok:
                 fn = traced
                 self.report["jit_traced_shapes"] = self.report.get("jit_traced_shapes", 0) + 1
@@ -437,6 +439,18 @@ def _set_fused_attn(model: nn.Module, enable: bool) -> int:
             m.fused_attn = enable
             n += 1
     return n
+
+
+def _to_channels_last(model: nn.Module) -> nn.Module:
+    """Channels-last for every 4-D parameter and buffer; others (e.g. Conv3d's 5-D weights, which
+    ``Module.to(memory_format=channels_last)`` rejects) keep their layout."""
+    with torch.no_grad():
+        for module in model.modules():
+            for tensors in (module._parameters, module._buffers):
+                for t in tensors.values():
+                    if t is not None and t.dim() == 4:
+                        t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
 
 
 def reparameterize_modules(model: nn.Module) -> int:
@@ -514,7 +528,7 @@ def optimize(
     if fused_attn:
         report["fused_attn_modules"] = _set_fused_attn(model, True)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = _to_channels_last(model)
     if dtype is not None:
         model = model.to(dtype)
     report["channels_last"] = channels_last
@@ -538,28 +552,11 @@ def optimize(
                                dtype=dtype, inference_mode=inference_mode, jit=jit, report=report)
     if verify:
         got = out_model(example)
-        ok, msg = _outputs_close(got, ref, dtype)
+        ok, msg = outputs_close(got, ref, dtype)
         if not ok:
             raise RuntimeError(f"optimized model differs from eager: {msg}")
-        out_model.report["verified_max_abs_diff"] = _max_abs_diff(got, ref)
+        out_model.report["verified_max_abs_diff"] = max_abs_diff(got, ref)
     return out_model
-
-
-def _outputs_close(got: Any, ref: Any, dtype: torch.dtype | None) -> tuple[bool, str]:
-    """float32: max abs diff <= 1e-4 * max|ref| + 1e-5 (the conformance tolerance); bf16: :func:`bf16_close`."""
-    tg, tr = _tensors(got), _tensors(ref)
-    if [t.shape for t in tg] != [t.shape for t in tr]:
-        return False, f"output shapes differ: {[tuple(t.shape) for t in tg]} vs {[tuple(t.shape) for t in tr]}"
-    if dtype is None:
-        diff, tol = _max_abs_diff(got, ref), 1e-4 * _absmax(ref) + 1e-5
-        return diff <= tol, f"max abs diff {diff:.3g} (tolerance {tol:.3g})"
-    for a, b in zip(tg, tr):
-        if a.is_floating_point() and a.numel():
-            ok, msg = bf16_close(a.reshape(a.shape[0], -1) if a.dim() else a.reshape(1, 1),
-                                 b.reshape(b.shape[0], -1) if b.dim() else b.reshape(1, 1))
-            if not ok:
-                return False, msg
-    return True, "bfloat16 outputs close"
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -580,30 +577,3 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if not bf16_supported():
         warnings.warn("this CPU has no native bfloat16 support; bfloat16 will be slow", stacklevel=3)
     return dtype
-
-
-def _tensors(x: Any) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(x)[0] if isinstance(t, torch.Tensor)]
-
-
-def _absmax(x: Any) -> float:
-    return max((t.detach().double().abs().max().item() for t in _tensors(x) if t.numel()), default=0.0)
-
-
-def _max_abs_diff(a: Any, b: Any) -> float:
-    ta, tb = _tensors(a), _tensors(b)
-    if len(ta) != len(tb):
-        raise ValueError(f"outputs differ in structure: {len(ta)} vs {len(tb)} tensors")
-    return max((float((x.detach().double() - y.detach().double()).abs().max()) for x, y in zip(ta, tb) if x.numel()),
-               default=0.0)
-
-
-def bf16_close(got: torch.Tensor, ref: torch.Tensor, rel: float = 0.05, min_cos: float = 0.995) -> tuple[bool, str]:
-    """bfloat16 check: max abs diff within ``rel`` x the reference's scale and cosine similarity
-    of each sample's output ≥ ``min_cos`` (bf16 keeps ~3 significant digits)."""
-    got, ref = got.detach().double().flatten(1), ref.detach().double().flatten(1)
-    diff = (got - ref).abs().max().item()
-    scale = ref.abs().max().item()
-    cos = torch.nn.functional.cosine_similarity(got, ref, dim=1).min().item()
-    ok = diff <= rel * max(scale, 1e-6) and cos >= min_cos
-    return ok, f"max abs diff {diff:.3g} (scale {scale:.3g}, allowed {rel * scale:.3g}), min cosine {cos:.5f}"

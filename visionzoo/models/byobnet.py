@@ -40,6 +40,7 @@ from ..layers.halo_attn import HaloAttn
 from ..layers.lambda_layer import LambdaLayer
 from ..layers.norm_act import BatchNormAct2d, get_norm_act_layer
 from ..layers.pool import ClassifierHead, NormMlpClassifierHead
+from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.squeeze_excite import EcaModule, SEModule
 from .base import FeatureMixin, Variant, register_family
 
@@ -772,6 +773,17 @@ class ByobNet(FeatureMixin, nn.Module):
             for m in self.modules():
                 if hasattr(m, "zero_init_last"):
                     m.zero_init_last()
+
+    @staticmethod
+    def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+        """Resample the attention-pool position embedding when the model's ``img_size`` differs."""
+        key = "head.pos_embed"
+        head = getattr(model, "head", None)
+        if key in state_dict and isinstance(head, AttentionPool2d) and state_dict[key].shape != head.pos_embed.shape:
+            state_dict = dict(state_dict)
+            state_dict[key] = resample_abs_pos_embed(state_dict[key].unsqueeze(0), head.feat_size,
+                                                     num_prefix_tokens=1)[0]
+        return state_dict
 
     # --- re-parameterisation ---------------------------------------------------------------
     @torch.no_grad()
