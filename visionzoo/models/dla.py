@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..layers.grad_checkpoint import checkpoint_module
+from ..layers.grad_checkpoint import checkpoint_module, checkpoint_seq
 from ..layers.pool import create_classifier
 from .base import FeatureMixin, ModelForwardMixin, Variant, register_family
 
@@ -237,9 +237,14 @@ class DLA(FeatureMixin, ModelForwardMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.base_layer(x)
-        for i, level in enumerate(self._feature_stages()):
-            x = self._run_stage(i, level, x)
-        return x
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return checkpoint_seq(self._feature_stages(), x)
+        x = self.level0(x)
+        x = self.level1(x)
+        x = self.level2(x)
+        x = self.level3(x)
+        x = self.level4(x)
+        return self.level5(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
@@ -254,7 +259,8 @@ class DLA(FeatureMixin, ModelForwardMixin, nn.Module):
         return self.base_layer(x), None
 
     def _feature_stages(self) -> list[nn.Module]:
-        return [getattr(self, n) for n in self.level_names if hasattr(self, n)]
+        levels = [getattr(self, n) for n in self.level_names]
+        return [m for m in levels if not isinstance(m, nn.Identity)]  # pruned levels are identities
 
     def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
@@ -262,9 +268,9 @@ class DLA(FeatureMixin, ModelForwardMixin, nn.Module):
         return stage(x)
 
     def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        # identities rather than deletions: forward_features names every level (TorchScript)
         for name in self.level_names[num_stages:]:
-            if hasattr(self, name):
-                delattr(self, name)
+            setattr(self, name, nn.Identity())
 
 
 _L60, _L102 = (1, 1, 1, 2, 3, 1), (1, 1, 1, 3, 4, 1)

@@ -163,9 +163,12 @@ class TResNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            x = self.body.conv1(self.body.s2d(x))
-            return checkpoint_seq([b for s in self._feature_stages() for b in s.children()], x)
+            return checkpoint_seq(self._blocks(), self.body.conv1(self.body.s2d(x)))
         return self.body(x)
+
+    def _blocks(self) -> list[nn.Module]:
+        """Residual blocks in order."""
+        return [b for stage in self._feature_stages() for b in stage.children()]
 
     # --- FeatureMixin hooks: level 0 = the stem conv's map, 1..4 = layer1..layer4 --------------
     def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
