@@ -7,6 +7,7 @@ random init), then the same model is wrapped for ``features_only`` (one fill per
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 import visionzoo
 from visionzoo.builder import init_non_persistent_buffers
-from visionzoo.features import FeatureListNet
+from visionzoo.features import create_feature_model
 
 from fill import fill_model, make_input
 
@@ -101,41 +102,30 @@ def test_numeric(family: str, name: str) -> None:
     feats = rec.get("features") or {}
     if "error" in feats or not feats:
         return
-    fmodel = FeatureListNet(model, feats["out_indices"]).eval()
+    fmodel = create_feature_model(model, feature_cfg=_variant_feature_cfg(family, name),
+                                  out_indices=feats["out_indices"]).eval()
     assert fmodel.feature_info.channels() == feats["channels"]
     assert fmodel.feature_info.reduction() == feats["reduction"]
-    key_map = _reference_feature_key_map(family, model)
-    if key_map is not None:
-        fill_model(fmodel, key_map=key_map)
+    if _keys_renamed(fmodel, model):
+        fill_model(fmodel)  # by the wrapper's own keys, as the reference filled its wrapper
     with torch.inference_mode():
         maps = fmodel(x)
     problem = _maps_problem(maps, feats, num["rtol"])
     assert problem is None, problem
 
 
-# How the reference's features_only wrapper names its state_dict keys, per family. The reference
-# filled that wrapper, not the base model, so the fill must use the same names: FeatureListNet
-# with flatten_sequential renames modules inside top-level nn.Sequential containers
-# (stages.0.w -> stages_0.w); FeatureGetterNet nests the model as ``model``; the rest keep the
-# base model's keys.
-_FLATTEN_SEQUENTIAL = {"resnetv2", "vovnet", "densenet", "vgg", "convnext", "swin_transformer"}
-_GETTER = {"vision_transformer", "deit"}
+# The reference filled its features_only wrapper by the wrapper's state_dict keys, and the fill
+# depends only on key and shape. Our wrapper has the reference's layout (test_features_layout), so
+# it is filled by its own keys wherever they differ from the model's (flattened or nested names).
+def _keys_renamed(fmodel: torch.nn.Module, model: torch.nn.Module) -> bool:
+    model_keys = {id(t): k for k, t in model.state_dict(keep_vars=True).items()}
+    return any(model_keys.get(id(t)) != k for k, t in fmodel.state_dict(keep_vars=True).items())
 
 
-def _reference_feature_key_map(family: str, model: torch.nn.Module):
-    if family in _GETTER:
-        return lambda k: "model." + k
-    if family in _FLATTEN_SEQUENTIAL:
-        seq = {n for n, m in model.named_children() if isinstance(m, torch.nn.Sequential)}
-        return lambda k: _flatten_sequential_key(k, seq)
-    return None
-
-
-def _flatten_sequential_key(key: str, seq: set) -> str:
-    parts = key.split(".")
-    if parts[0] in seq and len(parts) > 2:
-        return ".".join([f"{parts[0]}_{parts[1]}"] + parts[2:])
-    return key
+def _variant_feature_cfg(family: str, name: str):
+    """An architecture's own ``feature_cfg`` override (its ``Variant``'s), if any."""
+    variant = getattr(importlib.import_module(f"visionzoo.models.{family}"), "VARIANTS", {}).get(name)
+    return getattr(variant, "feature_cfg", None)
 
 
 def _maps_problem(maps, feats: dict, rtol: float):

@@ -157,8 +157,8 @@ def test_features_only_vit():
     with torch.no_grad():
         maps = model(torch.randn(1, 3, 224, 224))
     assert [tuple(m.shape) for m in maps] == [(1, 192, 14, 14)] * 3
-    # keys are the base model's: a backbone checkpoint loads into the wrapper
-    assert "blocks.11.attn.qkv.weight" in model.state_dict() and "head.weight" not in model.state_dict()
+    # the reference wrapper's layout (FeatureGetterNet): the model nested as ``model.``
+    assert "model.blocks.11.attn.qkv.weight" in model.state_dict() and "model.head.weight" not in model.state_dict()
     sub = visionzoo.create_model("test_vit3", features_only=True, out_indices=(1, 3)).eval()
     assert len(sub.model.blocks) == 4 and sub.model.attn_pool is None
     with torch.no_grad():

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .features import FeatureListNet
+from .features import create_feature_model
 from .pretrained.cfg import PretrainedCfg, merge_cfg
 from .pretrained.load import FilterFn, load_pretrained, materialize_empty, skip_init_on_meta
 from .registry import get_pretrained_cfg
@@ -80,6 +80,7 @@ def build_model(
     features_only: bool = False,
     out_indices: Sequence[int] | int | None = None,
     feature_kwargs: Mapping[str, Any] | None = None,
+    feature_cfg: Mapping[str, Any] | None = None,
     model_args: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -89,10 +90,17 @@ def build_model(
     * With ``pretrained=True`` the model is constructed on the meta device (no random init),
       materialised empty and filled from the checkpoint; a classifier the checkpoint cannot
       fill (other ``num_classes``) is re-created and randomly initialised.
-    * ``features_only=True`` returns a :class:`FeatureListNet` over ``out_indices``.
+    * ``features_only=True`` returns the family's wrapper (:func:`visionzoo.features.create_feature_model`;
+      ``feature_cfg`` overrides the class's) over ``out_indices``; ``feature_cls``, ``output_fmt`` and
+      ``flatten_sequential`` in ``kwargs`` go to the wrapper.
     """
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg, pretrained_cfg_overlay)
     args = dict(model_args or {})
+    wrapper_args = dict(feature_kwargs or {})
+    if features_only:
+        for key in ("feature_cls", "output_fmt", "flatten_sequential"):
+            if key in kwargs:
+                wrapper_args[key] = kwargs.pop(key)
     user_keys = set(kwargs)
     args.update(kwargs)
     args.setdefault("num_classes", cfg.num_classes)
@@ -120,5 +128,5 @@ def build_model(
             model.reset_classifier(args["num_classes"])
         model.pretrained_load_report = report
     if features_only:
-        model = FeatureListNet(model, out_indices, **(feature_kwargs or {}))
+        model = create_feature_model(model, feature_cfg=feature_cfg, out_indices=out_indices, **wrapper_args)
     return model
