@@ -31,10 +31,11 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .inference import _absmax, _max_abs_diff, _tensors, example_input, resolve_input_size
+from ..inference import example_input, resolve_input_size
+from .compare import max_abs, max_abs_diff, output_tensors
 
 __all__ = ["FORMATS", "ExportResult", "ExportError", "ExportParityError", "export_model",
-           "create_export_model", "load_exported", "run_exported"]
+           "create_export_model", "load_exported", "run_exported", "check_export"]
 
 # format -> default file suffix
 FORMATS: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
@@ -113,8 +114,8 @@ def create_export_model(
 
     Fixed-input-size models (ViTs, Swin, ...) are built for ``img_size`` when one is given.
     """
-    from .factory import create_model
-    from .registry import get_pretrained_cfg
+    from ..factory import create_model
+    from ..registry import get_pretrained_cfg
 
     fmt = _normalize_format(fmt)
     if img_size is not None and "img_size" not in kwargs:
@@ -148,7 +149,7 @@ def _quiet_export() -> Iterator[None]:
 
 
 def _metadata(model: nn.Module, name: str | None, input_shape: Sequence[int]) -> dict[str, Any]:
-    from . import __version__
+    from .. import __version__
 
     cfg = getattr(model, "pretrained_cfg", None)
     meta: dict[str, Any] = {"visionzoo_version": __version__, "architecture": name, "input_size": list(input_shape[1:])}
@@ -176,7 +177,7 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: b
                           "pip install 'visionzoo[export]'") from e
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1_800_000_000
     with torch.inference_mode():
-        n_out = len(_tensors(model(x)))
+        n_out = len(output_tensors(model(x)))
     output_names = ["output"] if n_out == 1 else [f"output{i}" for i in range(n_out)]
     exporter = ""
     errors = []
@@ -283,21 +284,97 @@ def run_exported(runner: Any, x: torch.Tensor) -> Any:
     return out
 
 
-def _check(runner: Any, model: nn.Module, inputs: Sequence[torch.Tensor], atol: float,
-           rtol: float) -> tuple[float, float]:
+def check_export(runner: Any, model: nn.Module, inputs: Sequence[torch.Tensor], atol: float,
+                 rtol: float) -> tuple[float, float]:
+    """Run the exported ``runner`` and eager ``model`` on each input; returns the largest max abs
+    diff and the largest tolerance ``atol + rtol * max|eager|``. Raises
+    :class:`ExportParityError` (without a result) when output shapes differ."""
     diff, tol = 0.0, 0.0
     for x in inputs:
         with torch.inference_mode():
             ref = model(x)
         got = run_exported(runner, x)
-        got_shapes = [tuple(t.shape) for t in _tensors(got)]
-        ref_shapes = [tuple(t.shape) for t in _tensors(ref)]
+        got_shapes = [tuple(t.shape) for t in output_tensors(got)]
+        ref_shapes = [tuple(t.shape) for t in output_tensors(ref)]
         if got_shapes != ref_shapes:
             raise ExportParityError(f"exported output shapes {got_shapes} != eager {ref_shapes} "
                                     f"for input {tuple(x.shape)}", None)  # type: ignore[arg-type]
-        diff = max(diff, _max_abs_diff(got, ref))
-        tol = max(tol, atol + rtol * _absmax(ref))
+        diff = max(diff, max_abs_diff(got, ref))
+        tol = max(tol, atol + rtol * max_abs(ref))
     return diff, tol
+
+
+def _resolve_model(model_or_name: nn.Module | str, fmt: str, img_size: int | Sequence[int] | None, pretrained: bool,
+                   checkpoint: str | os.PathLike | None,
+                   model_kwargs: Mapping[str, Any] | None) -> tuple[nn.Module, str | None]:
+    """The model to export (eval mode) and its architecture name, if known."""
+    if isinstance(model_or_name, str):
+        model = create_export_model(model_or_name, fmt, img_size=img_size, pretrained=pretrained,
+                                    checkpoint=checkpoint, **dict(model_kwargs or {}))
+        return model, model_or_name
+    if pretrained or checkpoint or model_kwargs:
+        raise ValueError("pretrained/checkpoint/model_kwargs apply only when a model name is given")
+    name = getattr(getattr(model_or_name, "pretrained_cfg", None), "architecture", None)
+    return model_or_name.eval(), name
+
+
+def _output_path(path: str | os.PathLike | None, name: str | None, fmt: str) -> Path:
+    """``path`` (default ``<name>``) with the format's suffix unless it has a known one; parents made."""
+    path = Path(path) if path is not None else Path(f"{(name or 'model').replace('/', '_').replace(':', '_')}")
+    if path.suffix.lower() not in _KNOWN_SUFFIXES:  # 'resnet50.a1_in1k' -> 'resnet50.a1_in1k.onnx'
+        path = path.with_name(path.name + FORMATS[fmt])
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _file_bytes(path: Path) -> int:
+    """Size of the export, with its ``.data`` side file (large ONNX weights) if any."""
+    size = path.stat().st_size
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        size += data.stat().st_size
+    return size
+
+
+def _run_exporter(fmt: str, model: nn.Module, x: torch.Tensor, path: Path, *, dynamic_batch: bool,
+                  opset: int | None, onnx_dynamo: bool | None, jit_mode: str, meta: dict[str, Any],
+                  notes: list[str]) -> str:
+    """Write ``path`` with the format's exporter; returns the exporter's name."""
+    if fmt == "onnx":
+        return _export_onnx(model, x, path, dynamic_batch, opset, onnx_dynamo, meta, notes)
+    if fmt == "torchscript":
+        return _export_torchscript(model, x, path, jit_mode, meta)
+    return _export_program(model, x, path, dynamic_batch, meta)
+
+
+def _check_batch_sizes(fmt: str, batch_size: int, trace_batch: int, dynamic_batch: bool, jit_mode: str) -> list[int]:
+    """Batch sizes the parity check runs at: the asked one, another when the batch is symbolic, the traced one."""
+    sizes = [batch_size]
+    if dynamic_batch or (fmt == "torchscript" and jit_mode == "script"):
+        sizes.append(batch_size + 2)
+    if trace_batch not in sizes:
+        sizes.append(trace_batch)
+    return sizes
+
+
+def _verify(result: ExportResult, model: nn.Module, name: str | None, sizes: list[int], hw: tuple[int, int],
+            seed: int, atol: float, rtol: float, raise_on_mismatch: bool) -> ExportResult:
+    """Load the file back, compare with eager at each batch size and fill in the verdict."""
+    inputs = [example_input(model, hw, b, seed=seed + 1) for b in sizes]
+    runner = load_exported(result.path, result.fmt)
+    try:
+        diff, tol = check_export(runner, model, inputs, atol, rtol)
+    except ExportParityError as e:
+        result.passed = False
+        e.result = result
+        raise
+    result.max_abs_diff, result.tolerance, result.passed = diff, tol, diff <= tol
+    result.checked_batch_sizes = sizes
+    if not result.passed and raise_on_mismatch:
+        raise ExportParityError(f"{result.fmt} export of {name or type(model).__name__} differs from eager: "
+                                f"max abs diff {diff:.3g} > tolerance {tol:.3g}", result)
+    return result
 
 
 def export_model(
@@ -347,22 +424,10 @@ def export_model(
         ExportError: the exporter failed. ExportParityError: the check failed.
     """
     fmt = _normalize_format(fmt)
-    if isinstance(model_or_name, str):
-        name: str | None = model_or_name
-        model = create_export_model(model_or_name, fmt, img_size=img_size, pretrained=pretrained,
-                                    checkpoint=checkpoint, **dict(model_kwargs or {}))
-    else:
-        if pretrained or checkpoint or model_kwargs:
-            raise ValueError("pretrained/checkpoint/model_kwargs apply only when a model name is given")
-        name = getattr(getattr(model_or_name, "pretrained_cfg", None), "architecture", None)
-        model = model_or_name.eval()
+    model, name = _resolve_model(model_or_name, fmt, img_size, pretrained, checkpoint, model_kwargs)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    path = Path(path) if path is not None else Path(f"{(name or 'model').replace('/', '_').replace(':', '_')}")
-    if path.suffix.lower() not in _KNOWN_SUFFIXES:  # 'resnet50.a1_in1k' -> 'resnet50.a1_in1k.onnx'
-        path = path.with_name(path.name + FORMATS[fmt])
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path = _output_path(path, name, fmt)
     c, h, w = resolve_input_size(model, img_size)
     # trace a batch of >= 2 for symbolic batches: torch.export specialises a size-1 dimension
     trace_batch = max(batch_size, 2) if dynamic_batch and fmt != "torchscript" else batch_size
@@ -371,38 +436,12 @@ def export_model(
     notes: list[str] = []
 
     t0 = time.perf_counter()
-    if fmt == "onnx":
-        exporter = _export_onnx(model, x, path, dynamic_batch, opset, onnx_dynamo, meta, notes)
-    elif fmt == "torchscript":
-        exporter = _export_torchscript(model, x, path, jit_mode, meta)
-    else:
-        exporter = _export_program(model, x, path, dynamic_batch, meta)
+    exporter = _run_exporter(fmt, model, x, path, dynamic_batch=dynamic_batch, opset=opset, onnx_dynamo=onnx_dynamo,
+                             jit_mode=jit_mode, meta=meta, notes=notes)
     export_s = time.perf_counter() - t0
-    size = path.stat().st_size
-    data = path.with_name(path.name + ".data")
-    if data.exists():
-        size += data.stat().st_size
     result = ExportResult(fmt=fmt, path=path, input_shape=(batch_size, c, h, w), dynamic_batch=dynamic_batch,
-                          exporter=exporter, export_s=export_s, file_bytes=size, notes=notes)
+                          exporter=exporter, export_s=export_s, file_bytes=_file_bytes(path), notes=notes)
     if not check:
         return result
-
-    sizes = [batch_size]
-    if dynamic_batch or (fmt == "torchscript" and jit_mode == "script"):
-        sizes.append(batch_size + 2)
-    if trace_batch not in sizes:
-        sizes.append(trace_batch)
-    inputs = [example_input(model, (h, w), b, seed=seed + 1) for b in sizes]
-    runner = load_exported(path, fmt)
-    try:
-        diff, tol = _check(runner, model, inputs, atol, rtol)
-    except ExportParityError as e:
-        result.passed = False
-        e.result = result
-        raise
-    result.max_abs_diff, result.tolerance, result.passed = diff, tol, diff <= tol
-    result.checked_batch_sizes = sizes
-    if not result.passed and raise_on_mismatch:
-        raise ExportParityError(f"{fmt} export of {name or type(model).__name__} differs from eager: "
-                                f"max abs diff {diff:.3g} > tolerance {tol:.3g}", result)
-    return result
+    sizes = _check_batch_sizes(fmt, batch_size, trace_batch, dynamic_batch, jit_mode)
+    return _verify(result, model, name, sizes, (h, w), seed, atol, rtol, raise_on_mismatch)
