@@ -29,11 +29,14 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # family -> (arch, img_size, model kwargs): the smallest arch, shrunk where the family allows it
 REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
+    "beit": ("beit_base_patch16_224", 64, dict(depth=2)),
     "byoanet": ("halonet26t", 64, {}),  # halonet_h1 (smallest) is ill-conditioned at random init
     "convnext": ("test_convnext", 64, {}),
     "deit": ("deit_tiny_distilled_patch16_224", 64, dict(depth=2)),
     "densenet": ("densenet121", 64, dict(block_config=(2, 2, 2, 2))),
     "efficientnet": ("test_efficientnet", 64, {}),
+    "eva": ("eva02_tiny_patch14_224", 56, dict(depth=2)),
+    "mlp_mixer": ("mixer_s32_224", 64, dict(num_blocks=2)),
     "mobilenetv3": ("mobilenetv3_small_050", 64, {}),
     "regnet": ("regnety_002", 64, {}),
     "resnet": ("test_resnet", 64, {}),
