@@ -251,6 +251,8 @@ def _module_entries(model: nn.Module, flatten_sequential: bool) -> list[tuple[st
 
 def _entry_of(entries: Sequence[tuple[str, str, nn.Module, str]], module: str) -> int:
     """Position of the entry that produces feature module ``module`` (dotted name)."""
+    if not module:  # a level without a module of its own (e.g. an input-side map): the first child
+        return 0
     for i, (_, path, _, _) in enumerate(entries):
         if module == path or module.startswith(path + "."):
             return i
