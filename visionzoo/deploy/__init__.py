@@ -1,6 +1,7 @@
 """Deployment: export to ONNX / TorchScript / exported programs and fast CPU inference.
 
-:mod:`visionzoo.deploy.compare` holds the output comparison both use (an exported file or an
-optimized model against eager). :mod:`visionzoo.deploy.export` is the exporter; the inference
-optimizer stays importable as :mod:`visionzoo.inference`.
+* :mod:`visionzoo.deploy.export`: the exporter with its parity check (also ``visionzoo.export``).
+* :mod:`visionzoo.deploy.inference`: :func:`optimize`, BatchNorm folding (also ``visionzoo.inference``).
+* :mod:`visionzoo.deploy.compare`: the output comparison both use (exported file or optimized
+  model against eager).
 """

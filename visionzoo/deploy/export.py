@@ -31,7 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from ..inference import example_input, resolve_input_size
+from .inference import example_input, resolve_input_size
 from .compare import max_abs, max_abs_diff, output_tensors
 
 __all__ = ["FORMATS", "ExportResult", "ExportError", "ExportParityError", "export_model",

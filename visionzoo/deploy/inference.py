@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from .deploy.compare import bf16_close, max_abs_diff, outputs_close
+from .compare import bf16_close, max_abs_diff, outputs_close
 
 __all__ = ["optimize", "fold_batchnorm", "reparameterize_modules", "OptimizedModel", "bf16_supported", "compile_available",
            "example_input", "resolve_input_size", "bf16_close"]
@@ -155,7 +155,7 @@ def _foldable_conv(m: nn.Module) -> bool:
         return False
     plain = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward}
     try:
-        from .layers.padding import Conv2dSame
+        from ..layers.padding import Conv2dSame
 
         plain.add(Conv2dSame.forward)
     except ImportError:  # pragma: no cover
@@ -175,7 +175,7 @@ def _bn_known_remainder(m: nn.Module) -> nn.Module | None:
     ``BatchNormAct2d``'s activation); ``None`` for subclasses, which are checked numerically."""
     if type(m).forward is _BN_FORWARD:
         return nn.Identity()
-    from .layers.norm_act import BatchNormAct2d
+    from ..layers.norm_act import BatchNormAct2d
 
     if type(m) is BatchNormAct2d:  # normalisation then ``self.act``
         return m.act
