@@ -188,10 +188,11 @@ class MambaOut(FeatureMixin, ModelForwardMixin, nn.Module):
 
 
 _tiny = Variant(MambaOut, depths=(3, 3, 9, 3), dims=(96, 192, 384, 576))
-# the "rw" variants: no mid-stem norm, norm-first downsampling, layer scale, head without hidden norm
+# the "rw" variants: no mid-stem norm, norm-first downsampling, layer scale, head without hidden norm;
+# the wide / plus bases (and the test model) use SiLU
 _rw = _tiny.but(depths=(3, 4, 27, 3), stem_mid_norm=False, downsample_norm_first=True, ls_init_value=1e-6,
-                head_hidden_norm=False, head_act="gelu", act_layer="silu")
-_base_rw = _rw.but(dims=(128, 256, 512, 768), expansion_ratio=3.0, conv_ratio=1.5)
+                head_hidden_norm=False, head_act="gelu")
+_base_rw = _rw.but(dims=(128, 256, 512, 768), expansion_ratio=3.0, conv_ratio=1.5, act_layer="silu")
 VARIANTS: dict[str, Variant] = {
     "mambaout_femto": _tiny.but(dims=(48, 96, 192, 288)),
     "mambaout_kobe": _tiny.but(depths=(3, 3, 15, 3), dims=(48, 96, 192, 288)),
@@ -199,10 +200,10 @@ VARIANTS: dict[str, Variant] = {
     "mambaout_small": _tiny.but(depths=(3, 4, 27, 3)),
     "mambaout_base": _tiny.but(depths=(3, 4, 27, 3), dims=(128, 256, 512, 768)),
     "mambaout_small_rw": _rw,
-    "mambaout_base_short_rw": _base_rw.but(depths=(3, 3, 25, 3), conv_ratio=1.25),
-    "mambaout_base_tall_rw": _base_rw.but(depths=(3, 4, 30, 3), expansion_ratio=2.5, conv_ratio=1.25),
+    "mambaout_base_short_rw": _base_rw.but(depths=(3, 3, 25, 3), conv_ratio=1.25, act_layer="gelu"),
+    "mambaout_base_tall_rw": _base_rw.but(depths=(3, 4, 30, 3), expansion_ratio=2.5, conv_ratio=1.25, act_layer="gelu"),
     "mambaout_base_wide_rw": _base_rw,
     "mambaout_base_plus_rw": _base_rw.but(depths=(3, 4, 30, 3)),
-    "test_mambaout": _rw.but(depths=(1, 1, 3, 1), dims=(16, 32, 48, 64), expansion_ratio=3.0),
+    "test_mambaout": _rw.but(depths=(1, 1, 3, 1), dims=(16, 32, 48, 64), expansion_ratio=3.0, act_layer="silu"),
 }
 register_family("mambaout", VARIANTS)
