@@ -38,10 +38,21 @@ class _Tiny(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-for _name, _width in TINY.items():
-    if not is_model(_name):
-        register_model(lambda pretrained=False, _w=_width, **kw: _Tiny(_w, **kw), name=_name, module="benchtiny",
-                       pretrained_cfgs={"t_in1k": {"input_size": (3, 32, 32), "num_classes": 10}})
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_models():
+    """Register the tiny models for this module's tests only: registered at import time they
+    would be collected by the every-architecture tests of other modules (same xdist worker)."""
+    from visionzoo import registry
+
+    for name, width in TINY.items():
+        if not is_model(name):
+            register_model(lambda pretrained=False, _w=width, **kw: _Tiny(_w, **kw), name=name, module="benchtiny",
+                           pretrained_cfgs={"t_in1k": {"input_size": (3, 32, 32), "num_classes": 10}})
+    yield
+    for name in TINY:
+        registry._entrypoints.pop(name, None)
+        registry._model_module.pop(name, None)
+        registry._runtime_cfgs.pop(name, None)
 
 
 @pytest.fixture(autouse=True)

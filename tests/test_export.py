@@ -50,7 +50,15 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
 
 # families whose models torch.jit.script cannot compile today, and why (first blocking construct);
 # every family scripts now: an entry here must name the exact construct that cannot be compiled
-SCRIPT_XFAIL: dict[str, str] = {}
+SCRIPT_XFAIL: dict[str, str] = {
+    # families added in the 2026-12-02 wave whose blocks TorchScript does not compile yet (ONNX and
+    # torch.export parity pass for them); each reason is the first compile error
+    "fasternet": "getattr with a non-literal name in the block",
+    "ghostnet": "GhostModule reads an attribute it only sets in some configurations ('act')",
+    "inception_next": "a module-typed parameter ('nn.Module' annotation)",
+    "mambaout": "a module-typed parameter ('nn.Module' annotation)",
+    "repghost": "GhostBottleneck reads an attribute it only sets in some configurations ('_dw')",
+}
 
 # variants whose layers the family representatives above do not reach: (arch, img_size, model kwargs)
 SCRIPT_VARIANTS: list[tuple[str, int, dict[str, Any]]] = [
@@ -123,7 +131,7 @@ def test_torchscript_parity(family: str, tmp_path: Path) -> None:
     assert r.passed, f"{arch}: max abs diff {r.max_abs_diff:.3g} > {r.tolerance:.3g}"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [_script_param(f) for f in FAMILIES])
 def test_torchscript_default_flags(family: str, tmp_path: Path) -> None:
     """A model built with default layer flags (no ``scriptable=True``) scripts with parity too."""
     model, size = _eager(family)

@@ -288,3 +288,27 @@ def test_train_cli_corrupt_image_is_one_clean_error(tmp_path):
     for name in bad:  # every bad file of both splits is named
         assert f"{name} (" in err[0]
     assert not (tmp_path / "run" / "last.pth").exists()  # failed before training
+
+
+def test_ctrl_c_during_checkpoint_write_keeps_the_file_whole(tmp_path, monkeypatch):
+    """A SIGINT inside torch.save used to surface as a stream-writer error (exit 1, truncated
+    write); the write now finishes and the KeyboardInterrupt follows it."""
+    import os
+    import signal
+
+    import torch
+
+    from visionzoo.train import checkpoint
+
+    real_save = torch.save
+
+    def interrupted_save(obj, f):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the checkpoint is being written
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted_save)
+    path = tmp_path / "last.pth"
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint({"w": torch.arange(4.0)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(4.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pth"]  # no temp file left

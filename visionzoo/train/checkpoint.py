@@ -8,10 +8,13 @@ A checkpoint is a plain dict readable with ``torch.load(weights_only=True)`` (no
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -40,6 +43,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives during a checkpoint write until the write is done.
+
+    An interrupt inside ``torch.save`` surfaces as an obscure stream-writer error instead of a
+    ``KeyboardInterrupt``; deferring it lets the write finish and then interrupts as usual.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` with ``torch.save`` to a temp file in the same directory, fsync, rename.
 
@@ -49,11 +72,12 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _sigint_deferred():  # the write and the rename happen whole, or not at all
+            with open(tmp, "wb") as f:
+                torch.save(dict(state), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
