@@ -148,15 +148,15 @@ class FeatureMixin:
     _norm_is_final = False
     _final_after_stop_early = False  # apply ``_final`` to the returned features even when stopped early
 
-    # --- hooks ---------------------------------------------------------------------------------
+    # --- hooks (defaults: the common ``self.stem`` -> ``self.stages`` layout, no stem level) -----
     def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        raise NotImplementedError
+        return self.stem(x), None
 
     def _feature_stages(self) -> list[nn.Module]:
-        raise NotImplementedError
+        return list(self.stages)
 
     def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
-        raise NotImplementedError
+        self.stages = self.stages[:num_stages]
 
     def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Run trunk module ``index``; override for checkpointing the trunk from outside."""

@@ -77,8 +77,6 @@ class ConvMixer(FeatureMixin, ModelForwardMixin, nn.Module):
         return x if pre_logits else self.head(x)
 
     # FeatureMixin hooks: the trunk is the blocks
-    def _forward_stem(self, x: torch.Tensor):
-        return self.stem(x), None
 
     def _feature_stages(self) -> list[nn.Module]:
         return list(self.blocks)

@@ -234,17 +234,9 @@ class ConvNeXt(FeatureMixin, ClassifierHeadMixin, nn.Module):
     _output_fmts = ("NCHW", "NHWC")
     _norm_is_final = True
 
-    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.stem(x), None
-
-    def _feature_stages(self) -> list[nn.Module]:
-        return list(self.stages)
-
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm_pre(x)
 
-    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
-        self.stages = self.stages[:num_stages]
         if prune_norm:
             self.norm_pre = nn.Identity()
 

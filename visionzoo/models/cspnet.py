@@ -271,11 +271,7 @@ class CspNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
                 feat = x
         return x, feat
 
-    def _feature_stages(self) -> list[nn.Module]:
-        return list(self.stages)
 
-    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
-        self.stages = self.stages[:num_stages]
 
 
 # --- variants ------------------------------------------------------------------------------------

@@ -162,16 +162,11 @@ class CSPNeXt(FeatureMixin, ClassifierHeadMixin, nn.Module):
         x = self.stem(x)
         return x, x
 
-    def _feature_stages(self) -> list[nn.Module]:
-        return list(self.stages)
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
         for stage in self.stages:
             stage[-1].grad_checkpointing = enable
 
-    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
-        self.stages = self.stages[:num_stages]
 
 
 _L = Variant(CSPNeXt)

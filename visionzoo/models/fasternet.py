@@ -130,11 +130,7 @@ class FasterNet(FeatureMixin, ModelForwardMixin, nn.Module):
     def _forward_stem(self, x: torch.Tensor):
         return self.patch_embed(x), None
 
-    def _feature_stages(self) -> list[nn.Module]:
-        return list(self.stages)
 
-    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
-        self.stages = self.stages[:num_stages]
 
 
 _t0 = Variant(FasterNet, embed_dim=40, depths=(1, 2, 8, 2), act_layer="gelu")

@@ -216,15 +216,6 @@ class HighPerfGpuNet(FeatureMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return self.stem(x), None
-
-    def _feature_stages(self) -> list[nn.Module]:
-        return list(self.stages)
-
-    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
-        self.stages = self.stages[:num_stages]
-
     def _prune_head(self) -> None:
         self.head = _Head(self.num_features, 0, 0, "", 0.0, False)
         self.head_hidden_size = self.num_features

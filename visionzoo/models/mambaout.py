@@ -177,14 +177,8 @@ class MambaOut(FeatureMixin, ModelForwardMixin, nn.Module):
         return self.head(x, pre_logits=pre_logits)
 
     # FeatureMixin hooks
-    def _forward_stem(self, x: torch.Tensor):
-        return self.stem(x), None
 
-    def _feature_stages(self) -> list[nn.Module]:
-        return list(self.stages)
 
-    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
-        self.stages = self.stages[:num_stages]
 
 
 _tiny = Variant(MambaOut, depths=(3, 3, 9, 3), dims=(96, 192, 384, 576))

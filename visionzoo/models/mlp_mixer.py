@@ -234,8 +234,6 @@ class MlpMixer(FeatureMixin, nn.Module):
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     # ---- FeatureMixin hooks ---------------------------------------------------------------------
-    def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return self.stem(x), None
 
     def _feature_stages(self) -> list[nn.Module]:
         return list(self.blocks)

@@ -276,9 +276,6 @@ class ResNetV2(FeatureMixin, ClassifierHeadMixin, nn.Module):
     # Stage outputs are pre-activation sums; ``norm=True`` applies the final norm-act to the last.
     _norm_is_final = True
 
-    def _feature_stages(self) -> list[nn.Module]:
-        return list(self.stages)
-
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
 

@@ -106,14 +106,7 @@ class StarNet(FeatureMixin, ModelForwardMixin, nn.Module):
         return self.norm(self.stages(self.stem(x)))
 
     # FeatureMixin hooks
-    def _forward_stem(self, x: torch.Tensor):
-        return self.stem(x), None
 
-    def _feature_stages(self) -> list[nn.Module]:
-        return list(self.stages)
-
-    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
-        self.stages = self.stages[:num_stages]
         if prune_norm:
             self.norm = nn.Identity()
 

@@ -190,16 +190,11 @@ class VovNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
         x = self.stem[1](self.stem[0](x))
         return x, x
 
-    def _feature_stages(self) -> list[nn.Module]:
-        return list(self.stages)
-
     def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if index == 0 and len(self.stem) > 2:  # the last (strided) stem conv only feeds the stages
             x = self.stem[2](x)
         return stage(x)
 
-    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
-        self.stages = self.stages[:num_stages]
         if num_stages == 0:
             self.stem = self.stem[:2]
 
