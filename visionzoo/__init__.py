@@ -5,6 +5,8 @@ The public API is small; everything is imported lazily so ``import visionzoo`` s
 * models: :func:`create_model`, :func:`list_models`, :func:`list_pretrained`, :func:`list_modules`,
   :func:`is_model`, :func:`model_entrypoint`, :func:`get_pretrained_cfg`, :func:`register_model`
 * weights: :func:`load_checkpoint`, :class:`PretrainedCfg`
+* sharing: :func:`save_pretrained` (hub-layout folder), :func:`push_to_hub`; load with
+  ``create_model("local-dir:PATH")`` / ``create_model("hf-hub:org/name")``
 * data: :func:`resolve_data_config`, :func:`resolve_model_data_config`, :func:`create_transform`
 * layer flags: :func:`set_layer_config`, :func:`set_scriptable` / :func:`set_exportable` /
   :func:`set_no_jit` and their ``is_*`` getters; :func:`freeze_batch_norm_2d`
@@ -33,6 +35,8 @@ _EXPORTS = {
     "load_checkpoint": "visionzoo.pretrained.load",
     "resume_checkpoint": "visionzoo.pretrained.load",
     "PretrainedCfg": "visionzoo.pretrained.cfg",
+    "save_pretrained": "visionzoo.pretrained.hub",
+    "push_to_hub": "visionzoo.pretrained.hub",
     "resolve_data_config": "visionzoo.data.config",
     "resolve_model_data_config": "visionzoo.data.config",
     "create_transform": "visionzoo.data.transforms",

@@ -21,9 +21,11 @@ _NONE_MEANS_DEFAULT = ("num_classes", "in_chans", "global_pool", "drop_rate", "d
 
 
 def parse_model_name(model_name: str) -> tuple[str, str]:
-    """Split ``'hf-hub:org/repo'`` or ``'visionzoo:arch'`` into (source, name)."""
+    """Split ``'hf-hub:org/repo'``, ``'local-dir:PATH'`` or ``'visionzoo:arch'`` into (source, name)."""
     if model_name.startswith("hf-hub:") or model_name.startswith("hf_hub:"):
         return "hf-hub", model_name.split(":", 1)[1]
+    if model_name.startswith("local-dir:"):
+        return "local-dir", model_name.split(":", 1)[1]
     if model_name.startswith("visionzoo:") or model_name.startswith("timm:"):
         return "", model_name.split(":", 1)[1]
     return "", model_name
@@ -39,6 +41,46 @@ def _hub_config(repo_id: str, cache_dir: str | os.PathLike | None) -> dict[str, 
         raise RuntimeError(f"cannot read config.json of hub repo {repo_id!r}: {type(e).__name__}: {e}") from e
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def _shared_model_cfg(source: str, name: str, cache_dir: str | os.PathLike | None
+                      ) -> tuple[str, PretrainedCfg, dict[str, Any], dict[str, Any] | None]:
+    """``(architecture, cfg, model_args, visionzoo head)`` of a hub repo or a local hub-layout folder.
+
+    The cfg is used as is (not merged onto the architecture's default tag), so its only weight
+    source is the repo or the folder.
+    """
+    from .pretrained.hub import HEAD_KEY, cfg_from_hub_config, read_local_dir
+
+    if source == "hf-hub":
+        config = _hub_config(name, cache_dir)
+        arch, cfg, model_args = cfg_from_hub_config(config, f"hub repo {name!r}", hf_hub_id=name)
+    else:
+        config, weights = read_local_dir(name)
+        arch, cfg, model_args = cfg_from_hub_config(config, f"local-dir {name!r}", file=str(weights or ""),
+                                                    hf_hub_id=None, url=None)
+        cfg["file"] = cfg["file"] or None
+    record = PretrainedCfg.from_dict(cfg)
+    record.architecture = arch
+    return arch, record, model_args, config.get(HEAD_KEY)
+
+
+def _create_with_head(entrypoint: Any, head: Mapping[str, Any], pretrained: bool, cfg: PretrainedCfg,
+                      extra: dict[str, Any], kwargs: dict[str, Any]) -> nn.Module:
+    """A ``visionzoo train --head mlp`` model: backbone (no classifier) + MLP head, weights loaded whole."""
+    from .pretrained.load import clean_state_dict, load_into_model, load_state_dict_file
+    from .pretrained.sources import resolve_weights_file
+    from .train.model import MlpHeadClassifier
+
+    if head.get("type") != "mlp":
+        raise ValueError(f"unknown visionzoo_head type {head.get('type')!r} in {cfg.architecture}'s config.json")
+    num_classes = kwargs.pop("num_classes", cfg.num_classes)
+    backbone = entrypoint(pretrained=False, **extra, **kwargs, num_classes=0)
+    model = MlpHeadClassifier(backbone, num_classes, int(head.get("hidden", 512)), float(head.get("dropout", 0.2)))
+    if pretrained:
+        path = resolve_weights_file(cfg, cache_dir=extra.get("cache_dir"))
+        load_into_model(model, clean_state_dict(load_state_dict_file(path)), name=f"weights {path}")
+    return model
 
 
 def _check_count(kwargs: dict[str, Any], name: str, minimum: int) -> None:
@@ -69,9 +111,12 @@ def create_model(
     """Create a model by architecture name, optionally with pretrained weights.
 
     Args:
-        model_name: ``'resnet50'``, ``'resnet50.a1_in1k'`` (weight tag) or ``'hf-hub:org/repo'``
-            (config and weights from a Hugging Face Hub repo).
-        pretrained: load the tag's (or default tag's) weights.
+        model_name: ``'resnet50'``, ``'resnet50.a1_in1k'`` (weight tag), ``'hf-hub:org/repo'``
+            (config and weights from a Hugging Face Hub repo) or ``'local-dir:PATH'`` (the same
+            layout in a local folder, e.g. one written by :func:`visionzoo.save_pretrained` or a
+            ``visionzoo train`` run folder); see docs/sharing.md.
+        pretrained: load the tag's (or default tag's) weights; for ``hf-hub:`` / ``local-dir:``
+            the repo's or folder's weights.
         pretrained_cfg: a cfg object/dict or tag name replacing the default.
         pretrained_cfg_overlay: keys replaced in the cfg, e.g. ``dict(file='weights.safetensors')``.
         checkpoint_path: a local checkpoint loaded after creation (training checkpoints with
@@ -93,20 +138,14 @@ def create_model(
     _check_count(kwargs, "num_classes", 0)
     _check_count(kwargs, "in_chans", 1)
     source, name = parse_model_name(model_name)
-    if source == "hf-hub":
-        config = _hub_config(name, cache_dir)
-        arch = config.get("architecture")
-        if not arch:
-            raise RuntimeError(f"hub repo {name!r} config.json has no 'architecture'")
-        hub_cfg = dict(config.get("pretrained_cfg") or {})
-        hub_cfg["hf_hub_id"] = name
-        for key in ("num_classes", "label_names"):
-            if key in config and key not in hub_cfg:
-                hub_cfg[key] = config[key]
-        pretrained_cfg = hub_cfg
-        for k, v in (config.get("model_args") or {}).items():
+    head = None
+    if source:
+        try:
+            model_name, pretrained_cfg, model_args, head = _shared_model_cfg(source, name, cache_dir)
+        except ValueError as e:
+            raise RuntimeError(str(e)) from e
+        for k, v in model_args.items():
             kwargs.setdefault(k, v)
-        model_name = arch
     arch, tag = split_model_name_tag(model_name)
     entrypoint = model_entrypoint(arch)
     if tag and pretrained_cfg is None:
@@ -119,7 +158,10 @@ def create_model(
     if cache_dir is not None:
         extra["cache_dir"] = cache_dir
     with set_layer_config(scriptable=scriptable, exportable=exportable, no_jit=no_jit):
-        model = entrypoint(pretrained=pretrained, **extra, **kwargs)
+        if head:
+            model = _create_with_head(entrypoint, head, pretrained, pretrained_cfg, extra, kwargs)
+        else:
+            model = entrypoint(pretrained=pretrained, **extra, **kwargs)
     if checkpoint_path:
         load_checkpoint(model, checkpoint_path)
     return model

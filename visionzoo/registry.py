@@ -24,7 +24,7 @@ __all__ = [
     "register_model", "list_models", "list_pretrained", "list_modules", "is_model",
     "model_entrypoint", "get_pretrained_cfg", "split_model_name_tag", "get_arch_pretrained_cfgs",
     "get_model_module", "register_variants", "get_pretrained_cfg_value", "get_arch_name", "is_model_pretrained",
-    "is_model_in_modules", "UnknownTagError",
+    "is_model_in_modules", "UnknownTagError", "tag_license", "UNKNOWN_LICENSE",
 ]
 
 _CFG_DIR = Path(__file__).parent / "models" / "cfgs"
@@ -127,6 +127,20 @@ def register_variants(module: str, names: Iterable[str], create: Callable[..., A
         register_model(entry, name=variant, module=module)
 
 
+UNKNOWN_LICENSE = "unknown"
+
+
+def _with_license(cfg: PretrainedCfg) -> PretrainedCfg:
+    """Give a cfg without a licence the licence ``"unknown"`` (users must see what they may ship).
+
+    The value is an implied key: ``cfg.license`` reads it, while ``dict(cfg)`` stays the source's record.
+    """
+    if not cfg.license:
+        cfg.license = UNKNOWN_LICENSE
+        cfg.implied_keys = cfg.implied_keys | {"license"}
+    return cfg
+
+
 def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
     """Every tag's cfg of ``arch`` (first = default), or {} for an unknown architecture."""
     if arch in _runtime_cfgs:  # copies: the cfgs are mutable mappings
@@ -135,7 +149,7 @@ def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
             cfg = dataclasses.replace(cfg, extra=dict(cfg.extra))
             cfg.architecture = cfg.architecture or arch
             cfg.tag = tag if cfg.tag is None else cfg.tag
-            out[tag] = cfg
+            out[tag] = _with_license(cfg)
         return out
     family = _builtin_index().get(arch)
     if family is None:
@@ -145,7 +159,7 @@ def _arch_tag_cfgs(arch: str) -> dict[str, PretrainedCfg]:
     for tag, d in raw.items():
         cfg = PretrainedCfg.from_dict(d)
         cfg.architecture, cfg.tag = arch, tag
-        out[tag] = cfg
+        out[tag] = _with_license(cfg)
     return out
 
 
@@ -328,9 +342,38 @@ def list_models(
     return sorted(set(names), key=_natural_key)
 
 
-def list_pretrained(filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = "") -> list[str]:
-    """``arch.tag`` names that have a weight source."""
-    return list_models(filter, pretrained=True, exclude_filters=exclude_filters, include_tags=True)
+def list_pretrained(filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = "",
+                    license: str | Sequence[str] | None = None) -> list[str]:
+    """``arch.tag`` names that have a weight source.
+
+    ``license`` keeps the tags whose licence matches one of the given names or wildcards
+    (case-insensitive: ``'apache-2.0'``, ``['mit', 'bsd-*']``, ``'unknown'`` for tags whose source
+    names none), so users can list only what they may ship.
+    """
+    names = list_models(filter, pretrained=True, exclude_filters=exclude_filters, include_tags=True)
+    wanted = [w.lower() for w in _as_list(license)]
+    if not wanted:
+        return names
+    by_arch: dict[str, dict[str, PretrainedCfg]] = {}
+    kept = []
+    for name in names:
+        arch, tag = split_model_name_tag(name)
+        cfgs = by_arch.setdefault(arch, _arch_tag_cfgs(arch))
+        if license_matches(cfgs[tag].license or UNKNOWN_LICENSE, wanted):
+            kept.append(name)
+    return kept
+
+
+def tag_license(model_name: str) -> str:
+    """Licence of ``'arch.tag'`` (or the default tag of ``'arch'``); ``'unknown'`` when none is recorded."""
+    cfg = get_pretrained_cfg(model_name)
+    return (cfg.license if cfg is not None else None) or UNKNOWN_LICENSE
+
+
+def license_matches(license: str, patterns: Sequence[str]) -> bool:
+    """True when ``license`` equals or matches (shell wildcards) one of ``patterns``, ignoring case."""
+    value = license.lower()
+    return any(fnmatch.fnmatchcase(value, p.lower()) for p in patterns)
 
 
 def registered_entrypoints() -> Iterable[str]:

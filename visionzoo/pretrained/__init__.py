@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "resolve_weights_file": "sources",
     "offline_mode": "sources",
     "offline_tags": "sources",
+    "save_pretrained": "hub",
+    "push_to_hub": "hub",
 }
 
 __all__ = list(_EXPORTS)

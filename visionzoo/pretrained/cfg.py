@@ -29,6 +29,10 @@ class PretrainedCfg(MutableMapping):
     of ``extra`` (keys the dataclass does not model); an untagged cfg (``tag == ''``) has no
     ``tag`` key. ``dict(cfg)`` equals :meth:`to_dict`.
     Assigning a key sets the field (or an ``extra`` entry); deleting one resets a field to ``None``.
+
+    ``implied_keys`` names fields that visionzoo filled in where the source gave nothing (a tag's
+    licence becomes ``"unknown"``): the attribute holds the value, but the mapping view leaves the
+    key out, so ``dict(cfg)`` still equals the source's record.
     """
 
     architecture: str | None = None
@@ -71,6 +75,8 @@ class PretrainedCfg(MutableMapping):
     extra: dict[str, Any] = field(default_factory=dict)
     # fields given explicitly as None (the reference keeps e.g. a ViT's ``pool_size: None`` key)
     null_keys: frozenset[str] = field(default=frozenset(), repr=False)
+    # fields holding a visionzoo default the source did not give (attribute only, not a mapping key)
+    implied_keys: frozenset[str] = field(default=frozenset(), repr=False)
 
     @property
     def has_weights(self) -> bool:
@@ -82,7 +88,7 @@ class PretrainedCfg(MutableMapping):
         extra: dict[str, Any] = dict(d.get("extra", {}) or {})
         nulls = set(d.get("null_keys", ()) or ())
         for k, v in d.items():
-            if k in ("extra", "null_keys"):
+            if k in ("extra", "null_keys", "implied_keys"):
                 continue
             if k in _FIELD_NAMES:
                 kw[k] = _tuplify(v)
@@ -105,6 +111,8 @@ class PretrainedCfg(MutableMapping):
 
     # -- mapping view -------------------------------------------------------------------------
     def _is_key(self, name: str, value: Any) -> bool:
+        if name in self.implied_keys:
+            return False
         if value is None:
             return name in self.null_keys
         return not (name == "tag" and value == "")  # an untagged cfg has no tag key, as in the reference
@@ -135,7 +143,8 @@ class PretrainedCfg(MutableMapping):
         if key in _FIELD_NAMES:
             setattr(self, key, _tuplify(value))
             self.null_keys = self.null_keys | {key} if value is None else self.null_keys - {key}
-        elif key in ("extra", "null_keys"):
+            self.implied_keys = self.implied_keys - {key}
+        elif key in ("extra", "null_keys", "implied_keys"):
             raise KeyError(f"{key!r} is not a cfg key")
         else:
             self.extra[key] = value
@@ -158,7 +167,8 @@ class PretrainedCfg(MutableMapping):
 
 
 # the dataclass fields that are mapping keys ("extra" holds further keys itself)
-_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(PretrainedCfg) if f.name not in ("extra", "null_keys"))
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(PretrainedCfg)
+                                      if f.name not in ("extra", "null_keys", "implied_keys"))
 
 
 def _tuplify(v: Any) -> Any:
@@ -173,4 +183,9 @@ def merge_cfg(cfg: PretrainedCfg, overlay: Mapping[str, Any] | None) -> Pretrain
         return dataclasses.replace(cfg, extra=dict(cfg.extra))
     d = dict(cfg.items())  # unset fields stay unset; explicit None keys stay keys
     d.update(overlay.items())
-    return PretrainedCfg.from_dict(d)
+    out = PretrainedCfg.from_dict(d)
+    implied = {k for k in cfg.implied_keys if k not in overlay}  # defaults the overlay did not replace
+    for k in implied:
+        setattr(out, k, getattr(cfg, k))
+    out.implied_keys = frozenset(implied)
+    return out

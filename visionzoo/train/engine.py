@@ -339,6 +339,10 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
         raise RuntimeError("nothing to do: no epochs were run")
     if run.start_epoch >= cfg.epochs:
         _log(info, f"checkpoint already holds all {cfg.epochs} epochs; nothing to train")
+    if info.primary:  # the final weights as a local-dir: / hub-layout folder (docs/sharing.md)
+        from ..pretrained.hub import run_recipe, save_pretrained
+        save_pretrained(run.model, run.out_dir / "model", label_names=run.classes, data_config=run.data_cfg,
+                        recipe=run_recipe(run.out_dir, run.cfg.to_dict()), metrics=row)
     return dict(row, best_top1=run.best, output=str(run.out_dir))
 
 
