@@ -16,13 +16,22 @@ def add_list_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", action="store_true", help="only models with weights; lists arch.tag names")
     set_completer(p.add_argument("--module", default="", help="restrict to a family, e.g. resnet"), family_completer)
     set_completer(p.add_argument("--exclude", nargs="*", default=[], help="patterns to exclude"), model_completer())
+    p.add_argument("--license", nargs="+", default=None, metavar="LICENSE",
+                   help="only pretrained tags under these licences (wildcards: 'cc-by-*'; 'unknown' = none recorded)")
     p.add_argument("--json", action="store_true", help="print the names as one JSON array of strings")
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..registry import list_models
+    from ..registry import list_models, list_pretrained
 
-    names = list_models(args.filter, module=args.module, pretrained=args.pretrained, exclude_filters=args.exclude)
+    if args.license:
+        args.pretrained = True
+        names = list_pretrained(args.filter, exclude_filters=args.exclude, license=args.license)
+        if args.module:
+            keep = set(list_models(module=args.module))
+            names = [n for n in names if n.split(".", 1)[0] in keep]
+    else:
+        names = list_models(args.filter, module=args.module, pretrained=args.pretrained, exclude_filters=args.exclude)
     if args.json:
         print(json.dumps(names))
         return 0
@@ -34,7 +43,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def add_info_arguments(p: argparse.ArgumentParser) -> None:
-    set_completer(p.add_argument("model", help="architecture or arch.tag"), model_completer())
+    set_completer(p.add_argument("model", help="architecture, arch.tag or local-dir:PATH"), model_completer())
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -45,11 +54,13 @@ def model_info(name: str) -> dict:
     from ..factory import create_model
     from ..registry import get_arch_pretrained_cfgs, get_model_module, split_model_name_tag
 
-    arch, tag = split_model_name_tag(name)
     with torch.device("meta"):
         model = create_model(name)
-    cfgs = get_arch_pretrained_cfgs(arch)
     cfg = model.pretrained_cfg
+    arch, tag = split_model_name_tag(name)
+    if ":" in name:  # local-dir: / hf-hub: -> the architecture it holds
+        arch, tag = cfg.architecture, ""
+    cfgs = get_arch_pretrained_cfgs(arch)
     top1 = _published_top1(arch)
     return {
         "name": name,
@@ -58,6 +69,7 @@ def model_info(name: str) -> dict:
         "num_features": model.num_features,
         "num_classes": model.num_classes,
         "feature_info": [dict(f) for f in model.feature_info],
+        "license": cfg.license or "unknown",
         "pretrained_cfg": {k: v for k, v in cfg.to_dict().items() if k != "extra"},
         "tags": {t: {"weights": c.hf_hub_id or c.url or c.file, "input_size": c.input_size, "license": c.license,
                      "imagenet_top1": top1.get(t)}
@@ -90,16 +102,17 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"{info['name']}  (family {info['family']})")
     print(f"  params        {info['params'] / 1e6:.2f} M")
     print(f"  num_features  {info['num_features']}    num_classes {info['num_classes']}")
+    print(f"  license       {info['license']}")
     print("  feature_info:")
     for i, f in enumerate(info["feature_info"]):
         print(f"    [{i}] {f['module']:<20} channels {f['num_chs']:<5} reduction {f['reduction']}")
     c = info["pretrained_cfg"]
     print(f"  default cfg   {c.get('tag')}: input {tuple(c.get('input_size', ()))}, crop_pct {c.get('crop_pct')}, "
           f"{c.get('interpolation')}, mean {tuple(c.get('mean', ()))}, std {tuple(c.get('std', ()))}")
-    print(f"  tags ({len(info['tags'])}; top-1 = published ImageNet-1k accuracy @ eval size):")
+    print(f"  tags ({len(info['tags'])}; top-1 = published ImageNet-1k accuracy @ eval size; licence):")
     for t, d in info["tags"].items():
         acc = f"{d['imagenet_top1'][0]:.2f}@{d['imagenet_top1'][1]}" if d.get("imagenet_top1") else "-"
-        print(f"    {t:<34} {str(tuple(d['input_size'] or ())):<16} {acc:<11} {d['license'] or '':<14} "
+        print(f"    {t:<34} {str(tuple(d['input_size'] or ())):<16} {acc:<11} {d['license'] or 'unknown':<14} "
               f"{d['weights'] or '(no weights)'}")
     if info.get("measured"):
         print("  measured:")

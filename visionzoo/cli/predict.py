@@ -19,7 +19,8 @@ DEFAULT_MODEL = "tf_efficientnet_lite0.pypi_in1k"
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files and/or directories (searched recursively)")
     set_completer(p.add_argument("--model", "-m", default=DEFAULT_MODEL,
-                                 help=f"arch or arch.tag (default {DEFAULT_MODEL})"), model_completer())
+                                 help=f"arch, arch.tag, local-dir:PATH or hf-hub:ORG/NAME (a shared model prints "
+                                      f"its own class names; default {DEFAULT_MODEL})"), model_completer())
     p.add_argument("--topk", type=int, default=5, help="classes to show per image")
     p.add_argument("--checkpoint", default=None, help="local checkpoint instead of the tag's pretrained weights")
     p.add_argument("--no-pretrained", action="store_true", help="random weights (for testing the pipeline)")

@@ -16,7 +16,8 @@ __all__ = ["add_validate_arguments", "run_validate", "validate"]
 def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     set_completer(p.add_argument("--model", "-m", default=None,
-                                 help="architecture (optional with a training checkpoint, which records it)"),
+                                 help="architecture (optional with a training checkpoint, which records it), or "
+                                      "local-dir:PATH / hf-hub:ORG/NAME (a shared model: its weights and class names)"),
                   model_completer())
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="a visionzoo training checkpoint (last.pth, model_best.pth) or a weights file")
@@ -62,8 +63,19 @@ def _eval_dir(args: argparse.Namespace) -> Path:
     return root
 
 
+def _shared_model(model_name: str, args: argparse.Namespace) -> tuple[Any, list[str] | None]:
+    """A ``local-dir:`` / ``hf-hub:`` model with its weights (unless ``--checkpoint``) and class names."""
+    from ..factory import create_model
+
+    model = create_model(model_name, pretrained=not args.checkpoint, num_classes=args.num_classes,
+                         in_chans=args.in_chans)
+    names = getattr(getattr(model, "pretrained_cfg", None), "label_names", None)
+    return model, list(names) if names else None
+
+
 def validate(args: argparse.Namespace) -> dict[str, Any]:
-    """Build the model (from a training checkpoint's record when given) and evaluate it."""
+    """Build the model (from a training checkpoint's record, or a shared ``local-dir:`` / ``hf-hub:``
+    model with its class names) and evaluate it."""
     import torch
 
     from ..data.config import resolve_data_config
@@ -85,7 +97,10 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
         if not model_name:
             raise ValueError("--model is required unless --checkpoint is a visionzoo training checkpoint")
         eval_dir = _eval_dir(args)
-        saved_classes = ckpt.get("class_names")
+        shared, folder_classes = None, None
+        if model_name.startswith(("local-dir:", "hf-hub:", "hf_hub:")):
+            shared, folder_classes = _shared_model(model_name, args)
+        saved_classes = ckpt.get("class_names") or folder_classes
         ds = ImageFolder(eval_dir, classes=None)
         if saved_classes:
             unknown = [c for c in ds.classes if c not in saved_classes]
@@ -96,14 +111,16 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
             samples = [(p, idx[ds.classes[t]]) for p, t in ds.samples]
             ds = ImageFolder(eval_dir, classes=list(saved_classes), samples=samples)
         num_classes = args.num_classes or minfo.get("num_classes") or len(ds.classes)
+        if shared is not None:
+            num_classes = shared.num_classes
         if num_classes < len(ds.classes):
             raise DatasetError(f"the model has {num_classes} outputs but {eval_dir} has {len(ds.classes)} "
                                "class folders")
         in_chans = args.in_chans or minfo.get("in_chans")
         head = args.head or minfo.get("head", "linear")
-        model = build_train_model(model_name, num_classes, in_chans, pretrained=args.pretrained, head=head,
-                                  head_hidden=minfo.get("head_hidden", 512),
-                                  head_dropout=minfo.get("head_dropout", 0.2))
+        model = shared if shared is not None else build_train_model(
+            model_name, num_classes, in_chans, pretrained=args.pretrained, head=head,
+            head_hidden=minfo.get("head_hidden", 512), head_dropout=minfo.get("head_dropout", 0.2))
         if args.checkpoint:
             sd = clean_state_dict(ckpt if ckpt else raw, use_ema=args.use_ema)
             if args.use_ema and "state_dict_ema" in ckpt and ckpt["state_dict_ema"] is None:
