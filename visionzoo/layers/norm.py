@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .activations import LayerType
 
-__all__ = ["LayerNorm2d", "LayerNorm", "RmsNorm", "RmsNorm2d", "SimpleNorm", "SimpleNorm2d", "GroupNorm", "GroupNorm1", "get_norm_layer"]
+__all__ = ["LayerNorm2d", "LayerNorm", "RmsNorm", "RmsNorm2d", "SimpleNorm", "SimpleNorm2d", "GroupNorm", "GroupNorm1", "bind_norm", "get_norm_layer"]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -105,10 +105,26 @@ _NORMS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def get_norm_layer(norm: LayerType, eps: float | None = None, **kwargs) -> Callable[..., nn.Module] | None:
+def bind_norm(cls: Callable[..., nn.Module], eps: float | None = None, group_size: int | None = None,
+              **kwargs) -> Callable[..., nn.Module]:
+    """``cls`` with its settings bound. ``group_size`` makes the group count follow the width
+    (``channels // group_size`` groups, at least one), as RegNet-GN and mobile GN nets size theirs."""
+    if eps is not None:
+        kwargs["eps"] = eps
+    if group_size:
+        def grouped(num_channels: int, **kw) -> nn.Module:
+            return cls(num_channels, num_groups=max(num_channels // group_size, 1), **{**kwargs, **kw})
+        return grouped
+    return partial(cls, **kwargs) if kwargs else cls
+
+
+def get_norm_layer(norm: LayerType, eps: float | None = None, group_size: int | None = None,
+                   **kwargs) -> Callable[..., nn.Module] | None:
     """The one norm resolver: a name (``'layernorm'``, ``'rmsnorm2d'``, ``'layernorm_nobias'``, ...),
-    a class/factory, or ``None``. ``eps`` and other keyword arguments are bound into the returned
-    factory (a given factory is returned unchanged, its own settings win)."""
+    a class/factory, or ``None``. ``eps``, ``group_size`` (``'groupnorm'`` only; other norms ignore
+    it) and other keyword arguments
+    are bound into the returned factory (a given factory is returned unchanged, its own settings
+    win). Norms with the activation inside resolve through ``norm_act.get_norm_act_layer``."""
     if norm is None or norm == "":
         return None
     if not isinstance(norm, str):
@@ -118,6 +134,4 @@ def get_norm_layer(norm: LayerType, eps: float | None = None, **kwargs) -> Calla
         key, kwargs = "layernorm", {**kwargs, "bias": False}
     if key not in _NORMS:
         raise ValueError(f"unknown norm layer {norm!r}; known: {', '.join(sorted(_NORMS))}, layernorm_nobias")
-    if eps is not None:
-        kwargs["eps"] = eps
-    return partial(_NORMS[key], **kwargs) if kwargs else _NORMS[key]
+    return bind_norm(_NORMS[key], eps=eps, group_size=group_size if key == "groupnorm" else None, **kwargs)

@@ -7,13 +7,16 @@ Krishnan, 2019).
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .activations import LayerType, create_act_layer
+from .norm import bind_norm
 
-__all__ = ["BatchNormAct2d", "GroupNormAct", "EvoNorm2dS0", "EvoNorm2dS0a", "FilterResponseNormTlu2d", "get_norm_act_layer"]
+__all__ = ["BatchNormAct2d", "GroupNormAct", "LayerNormAct2d", "EvoNorm2dS0", "EvoNorm2dS0a", "FilterResponseNormTlu2d", "get_norm_act_layer"]
 
 
 class BatchNormAct2d(nn.BatchNorm2d):
@@ -55,6 +58,19 @@ class GroupNormAct(nn.GroupNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # no ``super().forward()``: TorchScript cannot compile it
         return self.act(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
+
+
+class LayerNormAct2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map, then an activation (keys of ``nn.LayerNorm``)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, apply_act: bool = True,
+                 act_layer: LayerType = nn.ReLU, act_kwargs: dict | None = None, **_: object) -> None:
+        super().__init__(num_channels, eps=eps, elementwise_affine=affine)
+        self.act = create_act_layer(act_layer if apply_act else None, **(act_kwargs or {}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return self.act(x.permute(0, 3, 1, 2))
 
 
 def _group_std(x: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
@@ -125,6 +141,8 @@ _NORM_ACTS = {
     "batchnorm": BatchNormAct2d,
     "batchnorm2d": BatchNormAct2d,
     "groupnorm": GroupNormAct,
+    "layernorm": LayerNormAct2d,
+    "layernorm2d": LayerNormAct2d,
     "evonorms0": EvoNorm2dS0,
     "evonorms0a": EvoNorm2dS0a,
     "frn": FilterResponseNormTlu2d,
@@ -132,8 +150,11 @@ _NORM_ACTS = {
 }
 
 
-def get_norm_act_layer(norm_act: LayerType):
-    """Resolve a norm+act layer by name (``'batchnorm'``, ``'groupnorm'``, ``'evonorms0'``, ``'frn'``) or class."""
+def get_norm_act_layer(norm_act: LayerType, eps: float | None = None, group_size: int | None = None,
+                       **kwargs):
+    """Resolve a norm+act layer by name (``'batchnorm'``, ``'groupnorm'``, ``'layernorm'``,
+    ``'evonorms0'``, ``'frn'``) or class; ``eps``, ``group_size`` and other keyword arguments are bound
+    as in ``norm.get_norm_layer`` (EvoNorm takes ``group_size`` itself)."""
     if norm_act is None or norm_act == "":
         return None
     if not isinstance(norm_act, str):
@@ -141,4 +162,7 @@ def get_norm_act_layer(norm_act: LayerType):
     key = norm_act.lower().replace("_", "").replace("-", "")
     if key not in _NORM_ACTS:
         raise ValueError(f"unknown norm-act layer {norm_act!r}; known: {', '.join(sorted(_NORM_ACTS))}")
-    return _NORM_ACTS[key]
+    cls = _NORM_ACTS[key]
+    if key.startswith("evonorm"):  # sizes its own groups
+        return partial(cls, **kwargs, **({"eps": eps} if eps is not None else {}), group_size=group_size)
+    return bind_norm(cls, eps=eps, group_size=group_size, **kwargs)

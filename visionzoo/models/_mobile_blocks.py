@@ -32,6 +32,7 @@ from ..layers.conv_norm_act import ConvNormAct
 from ..layers.drop import DropPath
 from ..layers.layer_scale import LayerScale2d
 from ..layers.mixed_conv import MixedConv2d
+from ..layers.norm_act import LayerNormAct2d
 from ..layers.padding import create_conv2d_pad
 from ._mobile_memory import checkpoint_region
 
@@ -78,19 +79,6 @@ def create_aa(aa_layer: str | None, channels: int, stride: int) -> nn.Module:
     if not aa_layer or stride == 1:
         return nn.Identity()
     return _create_aa(aa_layer, channels=channels, stride=stride)
-
-
-class LayerNormAct2d(nn.LayerNorm):
-    """LayerNorm over the channels of an NCHW map, then an activation (keys of ``nn.LayerNorm``)."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-5, apply_act: bool = True,
-                 act_layer: LayerType = nn.ReLU, **_: Any) -> None:
-        super().__init__(num_channels, eps=eps)
-        self.act = create_act_layer(act_layer if apply_act else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return self.act(x.permute(0, 3, 1, 2))
 
 
 # --------------------------------------------------------------------------------------------

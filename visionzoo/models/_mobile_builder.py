@@ -33,12 +33,12 @@ import torch.nn as nn
 
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.helpers import make_divisible
-from ..layers.norm_act import EvoNorm2dS0, GroupNormAct
+from ..layers.norm_act import get_norm_act_layer
 from ..layers.padding import create_conv2d_pad
 from .base import FeatureMixin
 from ._mobile_blocks import (
     BlockEnv, CondConvResidual, ConvBnAct, DepthwiseSeparableConv, EdgeResidual, GlobalContext, InvertedResidual,
-    LayerNormAct2d, MobileAttention, SqueezeExcite, UniversalInvertedResidual,
+    MobileAttention, SqueezeExcite, UniversalInvertedResidual,
 )
 from ._mobile_memory import MobileBatchNormAct2d, checkpoint_region
 
@@ -156,22 +156,13 @@ def round_channels(channels: float, multiplier: float = 1.0, divisor: int = 8, r
 
 
 def make_norm_act(kind: str = "batchnorm", eps: float = 1e-5, group_size: int | None = None) -> Callable[..., nn.Module]:
-    """``factory(chs, act_layer=None, apply_act=True)`` for a norm with its activation inside."""
-    kind = kind.lower().replace("_", "")
+    """``factory(chs, act_layer=None, apply_act=True)`` for a norm with its activation inside.
 
-    def factory(chs: int, act_layer: LayerType = None, apply_act: bool = True) -> nn.Module:
-        if kind == "batchnorm":
-            return MobileBatchNormAct2d(chs, eps=eps, act_layer=act_layer, apply_act=apply_act)
-        if kind == "groupnorm":
-            return GroupNormAct(chs, num_groups=chs // group_size if group_size else 32, eps=eps,
-                                act_layer=act_layer, apply_act=apply_act)
-        if kind == "layernorm":
-            return LayerNormAct2d(chs, eps=eps, act_layer=act_layer, apply_act=apply_act)
-        if kind == "evonorms0":
-            return EvoNorm2dS0(chs, group_size=group_size, eps=eps, apply_act=apply_act)
-        raise ValueError(f"unknown norm {kind!r}; use batchnorm, groupnorm, layernorm or evonorms0")
-
-    return factory
+    Batch norm is the mobile variant (running statistics untouched while a checkpointed region is
+    recomputed); the rest resolve through the shared ``get_norm_act_layer``."""
+    if kind.lower().replace("_", "") == "batchnorm":
+        return partial(MobileBatchNormAct2d, eps=eps)
+    return get_norm_act_layer(kind, eps=eps, group_size=group_size)
 
 
 @dataclass(frozen=True)

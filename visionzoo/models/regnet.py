@@ -101,20 +101,11 @@ def regnet_stage_params(cfg: RegNetCfg) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def _group_norm(chs: int, group_size: int = 16) -> nn.GroupNorm:
-    return nn.GroupNorm(max(chs // group_size, 1), chs)
-
-
-def _norm_layer(cfg: RegNetCfg) -> Any:
-    if cfg.norm_layer == "groupnorm":
-        return partial(_group_norm, group_size=cfg.norm_group_size)
-    return get_norm_layer(cfg.norm_layer)
-
-
 def _conv_norm_act(cfg: RegNetCfg, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1,
                    dilation: int = 1, groups: int = 1, apply_act: bool = True) -> ConvNormAct:
     return ConvNormAct(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, groups=groups,
-                       norm_layer=_norm_layer(cfg), act_layer=cfg.act_layer, apply_act=apply_act)
+                       norm_layer=get_norm_layer(cfg.norm_layer, group_size=cfg.norm_group_size),
+                       act_layer=cfg.act_layer, apply_act=apply_act)
 
 
 def _shortcut(cfg: RegNetCfg, in_chs: int, out_chs: int, stride: int) -> nn.Module | None:
