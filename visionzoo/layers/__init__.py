@@ -54,7 +54,6 @@ _EXPORTS: dict[str, str] = {
     "SEModule": "squeeze_excite",
     "create_attn": "squeeze_excite",
     "get_attn": "squeeze_excite",
-    "lecun_normal_": "weight_init",
     "trunc_normal_": "weight_init",
     "variance_scaling_": "weight_init",
 }

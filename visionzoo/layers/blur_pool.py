@@ -31,11 +31,8 @@ class BlurPool2d(nn.Module):
         super().__init__()
         if filt_size < 2:
             raise ValueError("BlurPool2d filt_size must be >= 2")
-        self.channels = channels
-        self.filt_size = filt_size
-        self.stride = stride
-        self.pad_mode = pad_mode
-        self.padding = [get_padding(filt_size, stride, dilation=1)] * 4
+        self.filt_size, self.stride, self.pad_mode = filt_size, stride, pad_mode
+        self.padding = [get_padding(filt_size, stride, dilation=1)] * 4  # same on all four sides (a list: TorchScript's F.pad)
         self.register_buffer("filt", torch.empty(filt_size, filt_size), persistent=False)
         self.init_non_persistent_buffers()
 

@@ -1,6 +1,8 @@
 """Global pooling (``avg|max|avgmax|catavgmax|''``) and classifier heads."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -103,24 +105,27 @@ class NormMlpClassifierHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int, hidden_size: int | None = None, pool_type: str = "avg",
                  drop_rate: float = 0.0, norm_layer: LayerType = "layernorm2d", act_layer: LayerType = "tanh") -> None:
         super().__init__()
-        self.in_features = in_features
-        self.hidden_size = hidden_size
+        # module registration order is the checkpoint's key order: pool, norm, flatten, pre_logits, drop, fc
+        self.in_features, self.hidden_size = in_features, hidden_size
         self.num_features = hidden_size or in_features
-        self.use_conv = not pool_type
-        norm = get_norm_layer(norm_layer)
-        act = get_act_layer(act_layer)
-        self.global_pool = SelectAdaptivePool2d(pool_type)
-        self.norm = norm(in_features)
+        self._set_pool(pool_type)
+        self.norm = get_norm_layer(norm_layer)(in_features)
         self.flatten = nn.Flatten(1) if pool_type else nn.Identity()
-        if hidden_size:
-            self.pre_logits = nn.Sequential()
-            self.pre_logits.add_module("fc", nn.Conv2d(in_features, hidden_size, 1) if self.use_conv
-                                       else nn.Linear(in_features, hidden_size))
-            self.pre_logits.add_module("act", act())
-        else:
-            self.pre_logits = nn.Identity()
+        self.pre_logits = nn.Identity()
+        if hidden_size:  # a tanh "representation" layer (ViT-style) between the norm and the classifier
+            self.pre_logits = nn.Sequential(OrderedDict(fc=self._hidden_layer(), act=get_act_layer(act_layer)()))
         self.drop = nn.Dropout(drop_rate)
         self.fc = self._make_fc(num_classes)
+
+    def _set_pool(self, pool_type: str) -> None:
+        # without pooling the head runs on maps, so its linear layers become 1x1 convs
+        self.global_pool = SelectAdaptivePool2d(pool_type)
+        self.use_conv = not pool_type
+
+    def _hidden_layer(self, **factory_kw) -> nn.Module:
+        if self.use_conv:
+            return nn.Conv2d(self.in_features, self.hidden_size, 1, **factory_kw)
+        return nn.Linear(self.in_features, self.hidden_size, **factory_kw)
 
     def _make_fc(self, num_classes: int) -> nn.Module:
         if num_classes <= 0:
@@ -131,15 +136,12 @@ class NormMlpClassifierHead(nn.Module):
 
     def reset(self, num_classes: int, pool_type: str | None = None) -> None:
         if pool_type is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type)
+            self._set_pool(pool_type)
             self.flatten = nn.Flatten(1) if pool_type else nn.Identity()
-            self.use_conv = not pool_type
             fc = getattr(self.pre_logits, "fc", None)
             if fc is not None and isinstance(fc, nn.Conv2d) != self.use_conv:
-                # unpooled maps need the hidden layer as a 1x1 conv (pooled vectors as a linear): same weights
-                kw = dict(device=fc.weight.device, dtype=fc.weight.dtype)
-                new = nn.Conv2d(self.in_features, self.hidden_size, 1, **kw) if self.use_conv \
-                    else nn.Linear(self.in_features, self.hidden_size, **kw)
+                # same weights, reshaped between a linear layer and a 1x1 conv
+                new = self._hidden_layer(device=fc.weight.device, dtype=fc.weight.dtype)
                 with torch.no_grad():
                     new.weight.copy_(fc.weight.reshape(new.weight.shape))
                     new.bias.copy_(fc.bias)

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
-__all__ = ["trunc_normal_", "lecun_normal_", "variance_scaling_", "init_weights_vit_style"]
+__all__ = ["trunc_normal_", "variance_scaling_", "init_weights_vit_style"]
 
 
 def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> torch.Tensor:
@@ -25,10 +25,6 @@ def variance_scaling_(tensor: torch.Tensor, scale: float = 1.0, mode: str = "fan
         return nn.init.normal_(tensor, std=math.sqrt(variance))
     bound = math.sqrt(3 * variance)
     return nn.init.uniform_(tensor, -bound, bound)
-
-
-def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
-    return variance_scaling_(tensor, mode="fan_in", distribution="truncated_normal")
 
 
 def init_weights_vit_style(module: nn.Module) -> None:
