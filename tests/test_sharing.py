@@ -25,14 +25,6 @@ HUB_KEYS = {"architecture", "num_classes", "num_features", "global_pool", "label
             "model_args", "pretrained_cfg"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Digits with the class folders named as a user would (``zero`` ... ``nine``)."""
