@@ -17,7 +17,7 @@ __all__ = ["add_train_arguments", "run_train", "config_from_args"]
 # (tests/test_cli_unix.py checks they equal visionzoo.train's and visionzoo.data's).
 HEADS = ("linear", "mlp")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "nadam", "radam", "rmsprop", "lamb", "adagrad")
-SCHEDULES = ("cosine", "step", "const")
+SCHEDULES = ("onecycle", "cosine", "step", "const")
 INTERPOLATIONS = ("bicubic", "bilinear", "box", "hamming", "lanczos", "nearest")
 
 
@@ -27,6 +27,18 @@ def _amp_choice(value: str) -> str:
     if value not in ("none", "bfloat16", "float16"):
         raise argparse.ArgumentTypeError(f"--amp must be bfloat16, float16 or none, not {value!r}")
     return value
+
+
+def _lr_choice(value: str) -> float | str:
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        lr = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lr must be a number or 'auto', not {value!r}") from None
+    if not lr > 0:
+        raise argparse.ArgumentTypeError(f"--lr must be positive, not {value!r}")
+    return lr
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,8 +51,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--initial-checkpoint", default=None, metavar="PATH", help="start from these weights")
     g.add_argument("--num-classes", type=int, default=None,
                    help="classes of the new head (default: number of class folders; must match them)")
-    g.add_argument("--in-chans", type=int, default=None, help="input channels (1 = grayscale; pretrained "
-                   "first-conv weights are adapted)")
+    g.add_argument("--in-chans", type=int, default=None, help="input channels (default: 1 when the training "
+                   "images are grayscale, else 3; pretrained first-conv weights are adapted)")
     g.add_argument("--head", choices=HEADS, default="linear",
                    help="linear: new classifier; mlp: Linear→ReLU→Dropout→Linear on num_features")
     g.add_argument("--head-hidden", type=int, default=512, help="hidden width of the MLP head")
@@ -57,16 +69,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                      help="image folder: DIR/<class>/* or DIR/train/<class>/* + DIR/val/<class>/*")
     src.add_argument("--dataset", default=None, metavar="NAME", help="built-in offline data set: digits")
     g.add_argument("--val-split", type=float, default=0.1, help="validation fraction when DIR has no val/ folder")
-    g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
-    g.add_argument("--crop-pct", type=float, default=None, help="eval center-crop fraction")
+    g.add_argument("--img-size", type=int, default=None, help="input size (default: the images' median short "
+                   "side rounded to a multiple of 32, at least 32, at most the model's size)")
+    g.add_argument("--crop-pct", type=float, default=None,
+                   help="eval center-crop fraction (default: 1.0 when the input size follows small images, "
+                        "else the model's)")
     g.add_argument("--interpolation", choices=INTERPOLATIONS, default=None, help="resize filter (default: the model's)")
     g.add_argument("--mean", type=float, nargs="+", default=None,
                    help="normalisation mean per channel (default: the model's)")
     g.add_argument("--std", type=float, nargs="+", default=None,
                    help="normalisation std per channel (default: the model's)")
-    g.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0), help="random-resized-crop area range")
-    g.add_argument("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), help="random-resized-crop aspect range")
-    g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability")
+    g.add_argument("--scale", type=float, nargs=2, default=None, help="random-resized-crop area range (default: "
+                   "from image size and set size, (0.7, 1) for small images and sets up to (0.08, 1))")
+    g.add_argument("--ratio", type=float, nargs=2, default=None,
+                   help="random-resized-crop aspect range (default: (0.91, 1.1) up to (3/4, 4/3), as --scale)")
+    g.add_argument("--hflip", type=float, default=None,
+                   help="horizontal flip probability (default: 0.5 for large images or sets, else 0)")
     g.add_argument("--color-jitter", type=float, default=0.0, help="brightness/contrast/saturation strength")
     g.add_argument("--workers", "-j", type=int, default=2, help="DataLoader worker processes per process")
 
@@ -74,20 +92,28 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=10, help="total epochs (a resumed run counts the finished ones)")
     g.add_argument("--batch-size", "-b", type=int, default=32, help="batch size per process")
     g.add_argument("--opt", choices=OPTIMIZERS, default="adamw", help="optimizer")
-    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    g.add_argument("--lr", type=_lr_choice, default="auto",
+                   help="peak learning rate; 'auto': an LR range test before training picks it (plot in OUTPUT)")
+    g.add_argument("--lr-finder-steps", type=int, default=100, help="steps of the LR range test of --lr auto")
     g.add_argument("--weight-decay", "--wd", type=float, default=0.05,
                    help="weight decay (never applied to norms, biases, position embeddings)")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (momentum / nesterov)")
     g.add_argument("--layer-decay", type=float, default=None,
-                   help="layer-wise LR decay: block i of L trains at lr*decay**(L-1-i)")
+                   help="layer-wise LR decay: block i of L trains at lr*decay**(L-1-i) (default with --pretrained: "
+                        "the first layer at lr/10; 1 = off)")
+    g.add_argument("--head-warmup", type=float, default=None,
+                   help="epochs of head-only training (backbone frozen) before the whole net (default with "
+                        "--pretrained: 1 epoch, at most 100 steps; 0 = off)")
     g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm")
-    g.add_argument("--sched", choices=SCHEDULES, default="cosine", help="learning-rate schedule after warmup")
-    g.add_argument("--warmup", type=float, default=0.0, help="warmup epochs (fractions allowed)")
+    g.add_argument("--sched", choices=SCHEDULES, default="onecycle",
+                   help="learning-rate schedule (onecycle: cosine rise over the warmup, cosine fall)")
+    g.add_argument("--warmup", type=float, default=None,
+                   help="warmup epochs (fractions allowed; default: 25%% of the run for onecycle, else 0)")
     g.add_argument("--warmup-lr-factor", type=float, default=0.01, help="warmup starts at lr*factor")
     g.add_argument("--min-lr", type=float, default=0.0, help="cosine schedule: final learning rate")
     g.add_argument("--decay-epochs", type=float, default=30.0, help="step schedule: epochs between decays")
     g.add_argument("--decay-rate", type=float, default=0.1, help="step schedule: LR factor per decay")
-    g.add_argument("--label-smoothing", "--smoothing", type=float, default=0.0, help="label smoothing of the loss")
+    g.add_argument("--label-smoothing", "--smoothing", type=float, default=0.1, help="label smoothing of the loss")
     g.add_argument("--mixup", type=float, nargs="?", const=0.8, default=0.0, help="mixup alpha (0 = off)")
     g.add_argument("--cutmix", type=float, nargs="?", const=1.0, default=0.0, help="cutmix alpha (0 = off)")
     g.add_argument("--mixup-prob", type=float, default=1.0, help="probability a batch is mixed")

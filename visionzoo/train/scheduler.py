@@ -1,4 +1,4 @@
-"""Per-step learning-rate schedules with linear warmup: cosine, step, constant.
+"""Per-step learning-rate schedules with warmup: one-cycle, cosine, step, constant.
 
 The schedule is a pure function of the global step, so resuming only needs the step counter.
 Each parameter group's ``lr_scale`` (layer decay) multiplies the scheduled value.
@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 
 __all__ = ["Scheduler", "SCHEDULES"]
 
-SCHEDULES = ("cosine", "step", "const")
+SCHEDULES = ("onecycle", "cosine", "step", "const")
 
 
 class Scheduler:
@@ -23,8 +23,9 @@ class Scheduler:
         base_lr: peak learning rate.
         total_steps: number of optimizer steps in the whole run.
         steps_per_epoch: used to convert epoch-based ``decay_epochs``.
-        kind: ``cosine`` (to ``min_lr`` at the end), ``step`` (× ``decay_rate`` every
-            ``decay_epochs``) or ``const``.
+        kind: ``onecycle`` (Smith's one-cycle: a half-cosine rise over the warmup, then a
+            half-cosine fall to ``min_lr``; suits short runs), ``cosine`` (linear warmup, cosine to
+            ``min_lr`` at the end), ``step`` (× ``decay_rate`` every ``decay_epochs``) or ``const``.
         warmup_steps: length of the warmup.
     """
 
@@ -44,6 +45,9 @@ class Scheduler:
 
     def lr_at(self, step: int) -> float:
         """Scheduled learning rate at a global step (before ``lr_scale``)."""
+        if step < self.warmup_steps and self.kind == "onecycle":
+            start = self.base_lr * self.warmup_lr_factor
+            return start + (self.base_lr - start) * 0.5 * (1 - math.cos(math.pi * step / self.warmup_steps))
         if step < self.warmup_steps:
             start = self.base_lr * self.warmup_lr_factor
             return start + (self.base_lr - start) * step / self.warmup_steps
