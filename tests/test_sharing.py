@@ -180,6 +180,25 @@ def test_local_dir_without_pretrained_is_the_architecture(tmp_path: Path):
     assert visionzoo.create_model(f"local-dir:{folder}", num_classes=7).num_classes == 7  # user arguments win
 
 
+def test_training_run_folder_for_a_model_without_cfg(tmp_path: Path, capsys):
+    """A user model registered without a cfg gets its architecture from the run's options; a
+    folder that cannot be written is a warning, not a failed run (the checkpoints are saved)."""
+    from visionzoo.pretrained.hub import save_training_run
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 2))
+    net.num_classes, net.num_features, net.in_chans = 2, 4, 1
+    folder = save_training_run(net, tmp_path / "run", label_names=["a", "b"], data_config={"input_size": (1, 8, 8)},
+                               options={"model": "my_net.v1", "epochs": 1}, metrics={"val_top1": 50.0})
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config["architecture"] == "my_net" and config["model_args"] == {"in_chans": 1}
+    assert "| epochs | 1 |" in (folder / CARD_NAME).read_text()
+    del net.num_features
+    assert save_training_run(net, tmp_path / "run2", label_names=["a", "b"], data_config={},
+                             options={"model": "my_net"}) is None
+    assert "warning: could not write the shareable folder" in capsys.readouterr().err
+
+
 def test_local_dir_errors(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         visionzoo.create_model(f"local-dir:{tmp_path / 'missing'}")

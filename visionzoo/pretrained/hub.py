@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 __all__ = ["save_pretrained", "push_to_hub", "hub_config", "model_card", "resolve_local_dir", "read_local_dir",
-           "cfg_from_hub_config", "run_recipe", "CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "HEAD_KEY"]
+           "cfg_from_hub_config", "run_recipe", "save_training_run", "CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME",
+           "HEAD_KEY"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -90,20 +92,23 @@ def hub_config(
     model_args: Mapping[str, Any] | None = None,
     data_config: Mapping[str, Any] | None = None,
     license: str | None = None,
+    architecture: str | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` dict of ``model`` (see the module docstring and docs/sharing.md).
 
     ``label_names`` default to the model cfg's; ``data_config`` (what the model was trained or
     evaluated with) replaces the cfg's preprocessing; ``license`` defaults to the cfg's, else
-    ``"unknown"``. ``in_chans`` other than 3 is recorded in ``model_args``.
+    ``"unknown"``. ``in_chans`` other than 3 is recorded in ``model_args``. ``architecture`` names
+    a model that has no cfg (a user model registered without one).
     """
     from .cfg import PretrainedCfg
 
     cfg_obj = getattr(model, "pretrained_cfg", None)
     cfg_obj = cfg_obj if isinstance(cfg_obj, PretrainedCfg) else PretrainedCfg.from_dict(dict(cfg_obj or {}))
-    arch = cfg_obj.architecture or getattr(_backbone(model), "default_cfg", {}).get("architecture")
+    arch = cfg_obj.architecture or architecture
     if not arch:
-        raise ValueError("the model has no pretrained_cfg.architecture: create it with visionzoo.create_model")
+        raise ValueError("the model has no pretrained_cfg.architecture: create it with visionzoo.create_model "
+                         "or pass architecture=")
     num_classes = int(getattr(model, "num_classes"))
     if label_names is None:
         label_names = cfg_obj.label_names
@@ -246,6 +251,7 @@ def save_pretrained(
     metrics: Mapping[str, Any] | None = None,
     name: str | None = None,
     model_card_text: bool = True,
+    architecture: str | None = None,
 ) -> Path:
     """Write ``model`` as a hub-layout folder: ``config.json``, ``model.safetensors``, ``README.md``.
 
@@ -264,6 +270,7 @@ def save_pretrained(
         metrics: e.g. ``{"val_top1": 97.5}``; shown in the model card.
         name: title of the model card (default: the folder name).
         model_card_text: write ``README.md`` (leave an existing card alone with False).
+        architecture: the registered name, for a model without a cfg (built-in models know theirs).
 
     Returns:
         The folder's path.
@@ -275,7 +282,7 @@ def save_pretrained(
     out = Path(save_directory)
     out.mkdir(parents=True, exist_ok=True)
     config = hub_config(model, label_names=label_names, label_descriptions=label_descriptions, model_args=model_args,
-                        data_config=data_config, license=license)
+                        data_config=data_config, license=license, architecture=architecture)
     _write_atomic(out / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
     state = _plain_state_dict(model)
     _write_atomic(out / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
@@ -287,6 +294,28 @@ def save_pretrained(
                           num_params=sum(p.numel() for p in model.parameters()), base_model=base)
         _write_atomic(out / CARD_NAME, lambda p: p.write_text(card, encoding="utf-8"))
     return out
+
+
+def save_training_run(model: Any, run_dir: str | os.PathLike, *, label_names: Sequence[str],
+                      data_config: Mapping[str, Any], options: Mapping[str, Any],
+                      metrics: Mapping[str, Any] | None = None) -> Path | None:
+    """End of ``visionzoo train``: the final weights as ``RUN/model`` in the hub layout.
+
+    ``options`` are the run's options (``TrainConfig.to_dict()``), shown with the resolved values of
+    the run's ``recipe.json`` as the recipe. The checkpoints are already written, so a failure here
+    is a warning on stderr (and ``None``), never a failed run.
+    """
+    from ..registry import split_model_name_tag
+
+    model_name = str(options.get("model") or "")
+    arch = split_model_name_tag(model_name)[0] if model_name and ":" not in model_name else None
+    try:
+        return save_pretrained(model, Path(run_dir) / "model", label_names=label_names, data_config=data_config,
+                               recipe=run_recipe(run_dir, options), metrics=metrics, architecture=arch)
+    except Exception as e:  # noqa: BLE001 - the run's checkpoints are safe; say why the folder is missing
+        print(f"warning: could not write the shareable folder {Path(run_dir) / 'model'}: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return None
 
 
 def run_recipe(run_dir: str | os.PathLike, options: Mapping[str, Any]) -> dict[str, Any]:
