@@ -29,15 +29,19 @@ from torch.utils.data.distributed import DistributedSampler
 from ..data.dataset import (DatasetError, ImageFolder, builtin_dataset_dir, check_images, find_classes,
                             find_split_dirs, split_samples)
 from .checkpoint import FORMAT, ResumeError, get_rng_state, load_training_checkpoint, save_checkpoint, set_rng_state
+from .defaults import (ImageStats, augment_strength, augmentation, auto_layer_decay, head_warmup_steps,
+                       infer_img_size, inspect_images)
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 from .ema import ModelEma
 from .metrics import AverageMeter, plot_metrics, topk_correct, write_csv
+from .lr_finder import LRFinderResult, lr_range_test, plot_lr_finder
 from .mixup import Mixup, SoftTargetCrossEntropy
 from .model import MlpHeadClassifier, build_train_model, freeze_backbone, model_info, set_frozen_norms_eval
-from .optim import create_optimizer
+from .optim import create_optimizer, param_layer_ids
 from .scheduler import Scheduler
 
-__all__ = ["TrainConfig", "train", "evaluate", "build_datasets", "create_loader", "ShardSampler", "AMP_DTYPES"]
+__all__ = ["TrainConfig", "train", "evaluate", "build_datasets", "create_loader", "ShardSampler", "AMP_DTYPES",
+           "write_recipe"]
 
 AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -60,9 +64,9 @@ class TrainConfig:
     interpolation: str | None = None
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
-    scale: Sequence[float] = (0.08, 1.0)
-    ratio: Sequence[float] = (3 / 4, 4 / 3)
-    hflip: float = 0.5
+    scale: Sequence[float] | None = None  # None: from the data (see visionzoo.train.defaults)
+    ratio: Sequence[float] | None = None
+    hflip: float | None = None
     color_jitter: float = 0.0
     workers: int = 2
     # head / regularisation
@@ -72,7 +76,7 @@ class TrainConfig:
     drop_rate: float | None = None
     drop_path_rate: float | None = None
     freeze_backbone: bool = False
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     mixup: float = 0.0
     cutmix: float = 0.0
     mixup_prob: float = 1.0
@@ -81,13 +85,15 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     opt: str = "adamw"
-    lr: float = 1e-3
+    lr: float | str = "auto"  # "auto": LR range test before training
+    lr_finder_steps: int = 100
     weight_decay: float = 0.05
     momentum: float = 0.9
-    layer_decay: float | None = None
+    layer_decay: float | None = None  # None: auto_layer_decay for --pretrained, else off
+    head_warmup: float | None = None  # epochs of frozen-backbone head training; None: auto with --pretrained
     clip_grad: float | None = None
-    sched: str = "cosine"
-    warmup: float = 0.0
+    sched: str = "onecycle"
+    warmup: float | None = None  # None: 25% of the steps for onecycle, else 0
     warmup_lr_factor: float = 0.01
     min_lr: float = 0.0
     decay_epochs: float = 30.0
@@ -316,6 +322,8 @@ class _Run:
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best: float = float("-inf")
+    recipe: dict[str, Any] = field(default_factory=dict)
+    lr_finder: LRFinderResult | None = None
 
     @property
     def num_classes(self) -> int:
@@ -329,6 +337,8 @@ class _Run:
 def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
     run = _setup(cfg, info)
     _start_output(run)
+    if run.start_epoch == 0 and run.recipe.get("head_warmup_steps", 0) > 0:
+        _head_warmup(run)
     row: dict[str, Any] = run.history[-1] if run.history else {}
     for epoch in range(run.start_epoch, cfg.epochs):
         row, is_best = _run_epoch(run, epoch)
@@ -343,7 +353,7 @@ def _train(cfg: TrainConfig, info: DistInfo) -> dict[str, Any]:
         from ..pretrained.hub import save_training_run
         save_training_run(run.model, run.out_dir, label_names=run.classes, data_config=run.data_cfg,
                           options=run.cfg.to_dict(), metrics=row)
-    return dict(row, best_top1=run.best, output=str(run.out_dir))
+    return dict(row, best_top1=run.best, output=str(run.out_dir), recipe=run.recipe)
 
 
 # --- setup
@@ -353,6 +363,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"unknown --amp {cfg.amp!r}; choose from {', '.join(AMP_DTYPES)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError("--epochs and --batch-size must be ≥ 1")
+    if isinstance(cfg.lr, str) and cfg.lr != "auto":
+        raise ValueError(f"--lr must be a number or 'auto', not {cfg.lr!r}")
 
 
 def _output_dir(cfg: TrainConfig, info: DistInfo) -> Path:
@@ -377,17 +389,36 @@ def _find_train_classes(cfg: TrainConfig) -> list[str]:
     return classes
 
 
-def _setup_model(cfg: TrainConfig, num_classes: int, device: torch.device
-                 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """The model (seeded, frozen / checkpointed as asked, on ``device``), its data config and info."""
+def _setup_model(cfg: TrainConfig, num_classes: int, device: torch.device, stats: ImageStats | None,
+                 recipe: dict[str, Any]) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """The model (seeded, frozen / checkpointed as asked, on ``device``), its data config and info.
+
+    Channels, input size and eval crop left unset in ``cfg`` follow the data (``stats``); what was
+    chosen and why goes into ``recipe`` (and its ``inferred`` list).
+    """
     from ..data.config import resolve_data_config
 
+    inferred: list[str] = recipe.setdefault("inferred", [])
+    in_chans = cfg.in_chans
+    if in_chans is None and stats is not None:
+        in_chans = 1 if stats.grayscale else 3
+        inferred.append(f"in_chans {in_chans} ({'grayscale' if stats.grayscale else 'colour'} images)")
     _seed_all(cfg.seed)
-    model = build_train_model(cfg.model, num_classes, cfg.in_chans, cfg.pretrained, cfg.head, cfg.head_hidden,
+    model = build_train_model(cfg.model, num_classes, in_chans, cfg.pretrained, cfg.head, cfg.head_hidden,
                               cfg.head_dropout, cfg.drop_rate, cfg.drop_path_rate, cfg.initial_checkpoint)
-    data_cfg = resolve_data_config({"img_size": cfg.img_size, "in_chans": cfg.in_chans, "crop_pct": cfg.crop_pct,
+    backbone = model.backbone if isinstance(model, MlpHeadClassifier) else model
+    img_size, crop_pct = cfg.img_size, cfg.crop_pct
+    if img_size is None and stats is not None:
+        model_size = int(resolve_data_config({"in_chans": in_chans}, model=backbone)["input_size"][-1])
+        img_size = infer_img_size(stats.median_short_side, model_size)
+        inferred.append(f"img_size {img_size} (median short side {stats.median_short_side:g} px of "
+                        f"{stats.count} sampled images; model default {model_size})")
+        if crop_pct is None and img_size < model_size:
+            crop_pct = 1.0  # images about the input size: an eval crop would only cut content off
+            inferred.append("crop_pct 1.0 (input size follows the images)")
+    data_cfg = resolve_data_config({"img_size": img_size, "in_chans": in_chans, "crop_pct": crop_pct,
                                     "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std},
-                                   model=model.backbone if isinstance(model, MlpHeadClassifier) else model)
+                                   model=backbone)
     minfo = model_info(cfg.to_dict(), num_classes, data_cfg["input_size"][0])
     if cfg.freeze_backbone:
         freeze_backbone(model)
@@ -398,18 +429,39 @@ def _setup_model(cfg: TrainConfig, num_classes: int, device: torch.device
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    recipe.update(in_chans=int(data_cfg["input_size"][0]), img_size=int(data_cfg["input_size"][-1]),
+                  data_config={k: list(v) if isinstance(v, tuple) else v for k, v in data_cfg.items()})
     return model, data_cfg, minfo
 
 
-def _setup_data(cfg: TrainConfig, info: DistInfo, data_cfg: dict[str, Any]) -> dict[str, Any]:
-    """Datasets, samplers and loaders (the :class:`_Run` fields of the same names)."""
+def _resolve_augmentation(cfg: TrainConfig, img_size: int, num_train: int, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Crop scale / ratio and flip: the given ones, else :func:`augmentation` of the data's strength."""
+    strength = augment_strength(img_size, num_train)
+    auto = augmentation(strength)
+    aug = {"scale": tuple(cfg.scale) if cfg.scale is not None else auto["scale"],
+           "ratio": tuple(cfg.ratio) if cfg.ratio is not None else auto["ratio"],
+           "hflip": float(cfg.hflip) if cfg.hflip is not None else auto["hflip"],
+           "color_jitter": cfg.color_jitter}
+    auto_keys = [k for k in ("scale", "ratio", "hflip") if getattr(cfg, k) is None]
+    if auto_keys:
+        recipe.setdefault("inferred", []).append(
+            f"augmentation strength {strength:.2f} ({img_size} px, {num_train} train images): "
+            + ", ".join(f"{k} {aug[k]}" for k in auto_keys))
+    recipe["augmentation"] = {**{k: list(v) if isinstance(v, tuple) else v for k, v in aug.items()},
+                              "strength": strength}
+    return aug
+
+
+def _setup_data(cfg: TrainConfig, info: DistInfo, data_cfg: dict[str, Any], train_set: ImageFolder,
+                val_set: ImageFolder | None, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Transforms, samplers and loaders over the data sets (the :class:`_Run` fields of the same names)."""
     from ..data.transforms import create_transform
 
-    train_tf = create_transform(**data_cfg, is_training=True, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
-                                hflip=cfg.hflip, color_jitter=cfg.color_jitter)
-    eval_tf = create_transform(**data_cfg, is_training=False)
-    train_set, val_set = build_datasets(cfg, train_tf, eval_tf, seed=cfg.seed)
-    check_images(train_set, val_set)  # one error naming every unreadable file, before any step
+    aug = _resolve_augmentation(cfg, int(data_cfg["input_size"][-1]), len(train_set), recipe)
+    train_set.transform = create_transform(**data_cfg, is_training=True, scale=aug["scale"], ratio=aug["ratio"],
+                                           hflip=aug["hflip"], color_jitter=aug["color_jitter"])
+    if val_set is not None:
+        val_set.transform = create_transform(**data_cfg, is_training=False)
     per_rank = math.ceil(len(train_set) / info.world_size)
     drop_last = per_rank > cfg.batch_size
     train_sampler = DistributedSampler(train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True,
@@ -428,13 +480,79 @@ def _setup_data(cfg: TrainConfig, info: DistInfo, data_cfg: dict[str, Any]) -> d
                 train_loader=train_loader, val_loader=val_loader)
 
 
+def _resolve_layer_decay(cfg: TrainConfig, model: nn.Module, recipe: dict[str, Any]) -> float | None:
+    """``--layer-decay``, else :func:`auto_layer_decay` when fine-tuning pretrained weights (1 = off)."""
+    decay = cfg.layer_decay
+    if decay is None and cfg.pretrained and not cfg.freeze_backbone:
+        num_layers = param_layer_ids(model)[1]
+        decay = auto_layer_decay(num_layers)
+        recipe.setdefault("inferred", []).append(
+            f"layer_decay {decay:g} ({num_layers} layers: the first trains at 1/10 of the head's lr)")
+    if decay is not None and decay >= 1.0:
+        decay = None
+    recipe["layer_decay"] = decay
+    return decay
+
+
+def _broadcast_float(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every process (identity without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.broadcast(t, src=0)
+        return float(t.item())
+    return value
+
+
+def _resolve_lr(cfg: TrainConfig, info: DistInfo, model: nn.Module, optimizer: torch.optim.Optimizer,
+                data: dict[str, Any], ckpt: dict[str, Any] | None, recipe: dict[str, Any]
+                ) -> tuple[float, LRFinderResult | None]:
+    """The peak LR: ``--lr``; on resume the checkpoint's; else the LR range test's suggestion
+    (each process tests on its own shard, rank 0's suggestion is used by all)."""
+    if not isinstance(cfg.lr, str):
+        recipe["lr_source"] = "--lr"
+        return float(cfg.lr), None
+    if ckpt is not None:
+        old = (ckpt.get("recipe") or {}).get("lr", (ckpt.get("args") or {}).get("lr"))
+        if isinstance(old, (int, float)):
+            recipe["lr_source"] = "checkpoint"
+            return float(old), None
+    device = info.device
+    sampler, seeded = data["train_sampler"], data["seeded_train"]
+
+    def on_epoch(k: int) -> None:  # epochs the training itself never uses
+        sampler.set_epoch(1_000_000 + k)
+        seeded.seed = _epoch_seed(cfg.seed, 1_000_000 + k, 0)
+
+    _seed_all(_epoch_seed(cfg.seed, 999_999, info.rank))
+    data["gen"].manual_seed(_epoch_seed(cfg.seed, 999_999, info.rank))
+    t0 = time.perf_counter()
+    res = lr_range_test(model, data["train_loader"], optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+                        device, num_steps=cfg.lr_finder_steps, autocast=lambda: _autocast(device, cfg.amp),
+                        on_epoch=on_epoch, channels_last=cfg.channels_last)
+    lr = res.suggestion if math.isfinite(res.suggestion) else 1e-3
+    lr = _broadcast_float(min(1.0, max(1e-6, lr)), device)
+    recipe["lr_source"] = "lr range test" if math.isfinite(res.suggestion) else "fallback 1e-3 (range test failed)"
+    recipe["lr_finder"] = {**res.to_dict(), "time_s": round(time.perf_counter() - t0, 2)}
+    recipe.setdefault("inferred", []).append(
+        f"lr {lr:.3g} (LR range test, {len(res.lrs)} steps: {res.rule}; min loss at {res.lr_min_loss:.3g}, "
+        f"steepest at {res.lr_steepest:.3g})")
+    return lr, res
+
+
 def _setup_optimisation(cfg: TrainConfig, model: nn.Module, num_classes: int, steps_per_epoch: int,
-                        device: torch.device) -> dict[str, Any]:
-    """Optimizer, schedule, grad scaler, EMA, mixup and loss (the :class:`_Run` fields)."""
-    optimizer = create_optimizer(model, cfg.opt, cfg.lr, cfg.weight_decay, cfg.momentum, layer_decay=cfg.layer_decay)
-    scheduler = Scheduler(optimizer, cfg.lr, cfg.epochs * steps_per_epoch, steps_per_epoch, cfg.sched,
-                          warmup_steps=int(round(cfg.warmup * steps_per_epoch)), warmup_lr_factor=cfg.warmup_lr_factor,
-                          min_lr=cfg.min_lr, decay_epochs=cfg.decay_epochs, decay_rate=cfg.decay_rate)
+                        device: torch.device, layer_decay: float | None = None, lr: float | None = None,
+                        ) -> dict[str, Any]:
+    """Optimizer, schedule, grad scaler, EMA, mixup and loss (the :class:`_Run` fields).
+
+    ``lr`` defaults to ``cfg.lr`` (numeric) or a placeholder until :func:`_resolve_lr` rebuilds
+    the schedule; ``layer_decay`` to ``cfg.layer_decay``.
+    """
+    if lr is None:
+        lr = float(cfg.lr) if not isinstance(cfg.lr, str) else 1e-3
+    if layer_decay is None:
+        layer_decay = cfg.layer_decay
+    optimizer = create_optimizer(model, cfg.opt, lr, cfg.weight_decay, cfg.momentum, layer_decay=layer_decay)
+    scheduler = _make_scheduler(cfg, optimizer, lr, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "float16")
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema else None
     mixup = None
@@ -446,8 +564,25 @@ def _setup_optimisation(cfg: TrainConfig, model: nn.Module, num_classes: int, st
     return dict(optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema, mixup=mixup, criterion=criterion)
 
 
+def _warmup_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """``--warmup`` epochs in steps; unset: 25% of all steps for ``onecycle``, none otherwise."""
+    if cfg.warmup is not None:
+        return int(round(cfg.warmup * steps_per_epoch))
+    return max(1, int(round(0.25 * cfg.epochs * steps_per_epoch))) if cfg.sched == "onecycle" else 0
+
+
+def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, lr: float, steps_per_epoch: int) -> Scheduler:
+    return Scheduler(optimizer, lr, cfg.epochs * steps_per_epoch, steps_per_epoch, cfg.sched,
+                     warmup_steps=_warmup_steps(cfg, steps_per_epoch), warmup_lr_factor=cfg.warmup_lr_factor,
+                     min_lr=cfg.min_lr, decay_epochs=cfg.decay_epochs, decay_rate=cfg.decay_rate)
+
+
 def _setup(cfg: TrainConfig, info: DistInfo) -> _Run:
-    """Check the config, then build data, model and optimisation, resuming from ``cfg.resume``."""
+    """Check the config, then build data, model and optimisation, resuming from ``cfg.resume``.
+
+    Settings left unset follow the data and the model (see :mod:`visionzoo.train.defaults`); the
+    resolved values are collected in ``run.recipe`` (written to ``recipe.json``).
+    """
     _check_config(cfg)
     device = info.device
     if cfg.threads is not None:
@@ -455,17 +590,52 @@ def _setup(cfg: TrainConfig, info: DistInfo) -> _Run:
     ckpt = load_training_checkpoint(cfg.resume) if cfg.resume else None
     out_dir = _output_dir(cfg, info)
     classes = _find_train_classes(cfg)
-    model, data_cfg, minfo = _setup_model(cfg, len(classes), device)
-    data = _setup_data(cfg, info, data_cfg)
-    optim = _setup_optimisation(cfg, model, len(classes), len(data["train_loader"]), device)
+    recipe: dict[str, Any] = {"inferred": []}
+    if cfg.num_classes is None:
+        recipe["inferred"].append(f"num_classes {len(classes)} (class folders)")
+    train_set, val_set = build_datasets(cfg, None, None, seed=cfg.seed)
+    check_images(train_set, val_set)  # one error naming every unreadable file, before any step
+    needs_stats = cfg.in_chans is None or cfg.img_size is None
+    stats = inspect_images([p for p, _ in train_set.samples]) if needs_stats else None
+    model, data_cfg, minfo = _setup_model(cfg, len(classes), device, stats, recipe)
+    data = _setup_data(cfg, info, data_cfg, train_set, val_set, recipe)
+    steps = len(data["train_loader"])
+    layer_decay = _resolve_layer_decay(cfg, model, recipe)
+    optim = _setup_optimisation(cfg, model, len(classes), steps, device, layer_decay)
+    lr, finder = _resolve_lr(cfg, info, model, optim["optimizer"], data, ckpt, recipe)
+    optim["scheduler"] = _make_scheduler(cfg, optim["optimizer"], lr, steps)
+    head_steps = 0
+    if ckpt is None and not cfg.freeze_backbone:
+        if cfg.head_warmup is not None:
+            head_steps = int(round(cfg.head_warmup * steps))
+        elif cfg.pretrained:
+            head_steps = head_warmup_steps(steps)
+            recipe["inferred"].append(f"head warm-up {head_steps} steps (pretrained: backbone frozen first)")
+    recipe.update(_recipe_values(cfg, len(classes), classes, lr, steps, head_steps, len(train_set),
+                                 len(val_set) if val_set is not None else 0, info.world_size))
     run = _Run(cfg=cfg, info=info, out_dir=out_dir, classes=classes, model=model, train_model=model,
-               data_cfg=data_cfg, minfo=minfo, **data, **optim)
+               data_cfg=data_cfg, minfo=minfo, **data, **optim, recipe=recipe, lr_finder=finder)
     if ckpt is not None:
         _resume(run, ckpt)
     if info.distributed:
         run.train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     return run
+
+
+def _recipe_values(cfg: TrainConfig, num_classes: int, classes: list[str], lr: float, steps_per_epoch: int,
+                   head_steps: int, n_train: int, n_val: int, world_size: int) -> dict[str, Any]:
+    """The resolved optimisation settings of a run (the ``recipe.json`` keys besides data/augmentation)."""
+    return {
+        "model": cfg.model, "pretrained": cfg.pretrained, "num_classes": num_classes, "classes": classes,
+        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "world_size": world_size,
+        "steps_per_epoch": steps_per_epoch, "train_images": n_train, "val_images": n_val,
+        "opt": cfg.opt, "lr": lr, "weight_decay": cfg.weight_decay, "sched": cfg.sched,
+        "warmup_steps": _warmup_steps(cfg, steps_per_epoch), "warmup_lr_factor": cfg.warmup_lr_factor,
+        "min_lr": cfg.min_lr, "label_smoothing": cfg.label_smoothing, "head_warmup_steps": head_steps,
+        "mixup": cfg.mixup, "cutmix": cfg.cutmix, "ema": cfg.ema, "amp": cfg.amp, "seed": cfg.seed,
+        "freeze_backbone": cfg.freeze_backbone, "head": cfg.head,
+    }
 
 
 def _resume(run: _Run, ckpt: dict[str, Any]) -> None:
@@ -508,17 +678,94 @@ def _start_output(run: _Run) -> None:
     cfg, info, out_dir = run.cfg, run.info, run.out_dir
     if info.primary:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if run.lr_finder is not None:
+            try:
+                plot = plot_lr_finder(run.lr_finder, out_dir / "lr_finder.png")
+                run.recipe["lr_finder"]["plot"] = plot.name if plot is not None else None
+            except Exception as e:  # a plotting problem must never stop training
+                print(f"warning: could not draw the LR finder plot: {e}", file=sys.stderr)
+            write_csv(out_dir / "lr_finder.csv", [{"lr": a, "loss": b, "smoothed_loss": c} for a, b, c in
+                                                  zip(run.lr_finder.lrs, run.lr_finder.losses, run.lr_finder.smoothed)])
+        write_recipe(out_dir, run.recipe)
         (out_dir / "args.json").write_text(json.dumps({**cfg.to_dict(), "world_size": info.world_size,
                                                        "data_config": run.data_cfg, "classes": run.classes},
                                                       indent=2))
         if run.history:  # drop rows a killed run logged after its last checkpoint
             write_csv(out_dir / "metrics.csv", run.history)
+    if run.recipe.get("inferred"):
+        _log(info, "inferred: " + "; ".join(run.recipe["inferred"]))
     n_train = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     _log(info, f"{cfg.model}: {run.num_classes} classes, in_chans {run.data_cfg['input_size'][0]}, "
                f"input {tuple(run.data_cfg['input_size'])}, {n_train / 1e6:.2f}M trainable params; "
                f"{len(run.train_set)} train / {len(run.val_set) if run.val_set else 0} val "
                f"images; {info.world_size} process(es) × batch {cfg.batch_size}; {run.steps_per_epoch} steps/epoch; "
                f"device {info.device}; output {out_dir}")
+
+
+def write_recipe(out_dir: str | Path, recipe: dict[str, Any]) -> Path:
+    """``recipe.json``: the resolved settings of a run (what ``auto`` became), to repeat or compare it."""
+    path = Path(out_dir) / "recipe.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(recipe, indent=2, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
+    tmp.replace(path)
+    return path
+
+
+def _head_warmup(run: _Run) -> None:
+    """Train only the new head for ``recipe['head_warmup_steps']`` steps with the backbone frozen
+    (BatchNorm statistics too), before the whole net trains: a random head's large gradients would
+    otherwise pull the pretrained layers off in the first steps. One-cycle schedule at the run's lr
+    on its own optimizer; under torchrun the head's gradients are averaged by hand (the DDP wrapper
+    is built for all parameters)."""
+    cfg, info, model = run.cfg, run.info, run.model
+    steps, lr = int(run.recipe["head_warmup_steps"]), float(run.recipe["lr"])
+    flags = [p.requires_grad for p in model.parameters()]
+    t0 = time.perf_counter()
+    try:
+        freeze_backbone(model)
+        head = [p for p in model.parameters() if p.requires_grad]
+        opt = create_optimizer(model, cfg.opt, lr, cfg.weight_decay, cfg.momentum)
+        sched = Scheduler(opt, lr, steps, steps, "onecycle", warmup_steps=max(1, steps // 4),
+                          warmup_lr_factor=cfg.warmup_lr_factor)
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        s = _epoch_seed(cfg.seed, 999_998, info.rank)
+        _seed_all(s)
+        run.gen.manual_seed(s)
+        model.train()
+        set_frozen_norms_eval(model)
+        losses: list[float] = []
+        k = 0
+        while len(losses) < steps:
+            run.train_sampler.set_epoch(2_000_000 + k)
+            run.seeded_train.seed = _epoch_seed(cfg.seed, 2_000_000 + k, 0)
+            k += 1
+            for x, y in run.train_loader:
+                if len(losses) >= steps:
+                    break
+                sched.step(len(losses))
+                x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with _autocast(info.device, cfg.amp):
+                    loss = criterion(model(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if info.distributed:
+                    for p in head:
+                        if p.grad is not None:
+                            dist.all_reduce(p.grad)
+                            p.grad.div_(info.world_size)
+                opt.step()
+                losses.append(float(loss.detach()))
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train()
+    if run.ema is not None:  # start the average from the warmed-up head, not the random one
+        run.ema = ModelEma(model, cfg.ema_decay)
+    n = max(1, len(losses) // 5)
+    _log(info, f"head warm-up: {len(losses)} steps, backbone frozen, loss {sum(losses[:n]) / n:.4g} -> "
+               f"{sum(losses[-n:]) / n:.4g} ({time.perf_counter() - t0:.1f} s)")
 
 
 # --- one epoch: train, evaluate, log, checkpoint
@@ -577,7 +824,7 @@ def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
         "rng": get_rng_state(), "args": run.cfg.to_dict(), "history": run.history, "best_top1": run.best,
         "class_names": run.classes, "model_info": run.minfo,
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in run.data_cfg.items()},
-        "world_size": run.info.world_size,
+        "world_size": run.info.world_size, "recipe": run.recipe,
     }
 
 
