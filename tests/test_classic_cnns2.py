@@ -1,0 +1,66 @@
+"""Family-specific behaviour of PP-LCNetV2, SelecSLS, DPN, Xception and HRNet (issues 15, 18).
+
+PP-LCNetV2's re-parameterisable depthwise convs fold into one conv with the same outputs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+import visionzoo
+from visionzoo.models.lcnetv2 import LCNetV2, RepDepthwiseSeparable
+
+
+def _randomise_bn(module: nn.Module) -> None:
+    g = torch.Generator().manual_seed(1)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+
+
+def _small_lcnetv2() -> LCNetV2:
+    torch.manual_seed(0)
+    model = LCNetV2(scale=0.25, depths=(1, 1, 2, 2), head_chs=64, num_classes=10).eval()
+    _randomise_bn(model)
+    return model
+
+
+def test_lcnetv2_reparameterize_matches_unfused() -> None:
+    model = _small_lcnetv2()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        model.reparameterize()
+        out = model(x)
+    reps = [m for m in model.modules() if isinstance(m, RepDepthwiseSeparable) and m.use_rep]
+    assert reps and all(m.fused and isinstance(m.dw_conv, nn.Conv2d) and len(m.dw_conv_list) == 0 for m in reps)
+    assert all(m.dw_conv.kernel_size == (5, 5) and m.dw_conv.groups == m.in_chs for m in reps)
+    assert (out - ref).abs().max().item() <= 1e-5 * ref.abs().max().item() + 1e-6
+    model.reparameterize()  # idempotent
+    with torch.no_grad():
+        assert torch.equal(model(x), out)
+
+
+def test_lcnetv2_rep_branches_skip_1x1_when_strided() -> None:
+    """The 1x1 branch exists only at stride 1 (a strided 1x1 would sample a different grid)."""
+    strided = RepDepthwiseSeparable(8, 16, stride=2, dw_size=5, use_rep=True)
+    plain = RepDepthwiseSeparable(16, 16, stride=1, dw_size=5, use_rep=True, use_shortcut=True)
+    assert [b.conv.kernel_size[0] for b in strided.dw_conv_list] == [5, 3]
+    assert [b.conv.kernel_size[0] for b in plain.dw_conv_list] == [5, 3, 1]
+    assert plain.has_shortcut and not strided.has_shortcut
+
+
+def test_lcnetv2_optimize_reparameterizes() -> None:
+    model = _small_lcnetv2()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    opt = visionzoo.optimize(model, dtype=torch.float32, channels_last=False, fold_bn=False, example=x)
+    assert opt.report["reparameterized"] > 0
+    assert all(m.fused for m in model.modules() if isinstance(m, RepDepthwiseSeparable) and m.use_rep)
+    out = opt(x)
+    assert (out - ref).abs().max().item() <= 1e-5 * ref.abs().max().item() + 1e-6
