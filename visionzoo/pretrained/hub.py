@@ -310,8 +310,11 @@ def save_training_run(model: Any, run_dir: str | os.PathLike, *, label_names: Se
     model_name = str(options.get("model") or "")
     arch = split_model_name_tag(model_name)[0] if model_name and ":" not in model_name else None
     try:
-        return save_pretrained(model, Path(run_dir) / "model", label_names=label_names, data_config=data_config,
-                               recipe=run_recipe(run_dir, options), metrics=metrics, architecture=arch)
+        folder = save_pretrained(model, Path(run_dir) / "model", label_names=label_names, data_config=data_config,
+                                 recipe=run_recipe(run_dir, options), metrics=metrics, architecture=arch)
+        print(f"shareable model folder: {folder} (--model local-dir:{folder}; visionzoo push-to-hub {folder} ORG/NAME)",
+              flush=True)
+        return folder
     except Exception as e:  # noqa: BLE001 - the run's checkpoints are safe; say why the folder is missing
         print(f"warning: could not write the shareable folder {Path(run_dir) / 'model'}: {type(e).__name__}: {e}",
               file=sys.stderr)
