@@ -1,0 +1,122 @@
+"""ViT variants: relative-position ViT (bias MLP / table, shared bias, resampling on load,
+set_input_size), hybrid CNN stems, SAM's windowed encoder and DeepSeek's vision tower (tiny models)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from visionzoo.layers.rel_pos_bias import RelPosBias, RelPosMlp, relative_log_coords
+from visionzoo.models.vision_transformer_relpos import VisionTransformerRelPos
+
+
+def _relpos(**kw) -> VisionTransformerRelPos:
+    args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5,
+                init_values=1e-5)
+    args.update(kw)
+    torch.manual_seed(0)
+    return VisionTransformerRelPos(**args).eval()
+
+
+# --------------------------------------------------------------------------------------------
+# relative position ViT
+# --------------------------------------------------------------------------------------------
+
+def test_log_coords_are_symmetric_and_log_spaced():
+    c = relative_log_coords((3, 4))
+    assert c.shape == (5 * 7, 2)
+    grid = c.reshape(5, 7, 2)
+    torch.testing.assert_close(grid[2, 3], torch.zeros(2))  # zero offset in the middle
+    torch.testing.assert_close(grid[0, 3, 0], -torch.log(torch.tensor(3.0)))  # dy = -2 -> -ln 3
+    torch.testing.assert_close(grid.flip(0).flip(1), -grid)
+
+
+@pytest.mark.parametrize("cls", [RelPosMlp, RelPosBias])
+def test_bias_depends_on_offset_only_and_prefix_is_zero(cls):
+    torch.manual_seed(0)
+    m = cls((3, 3), num_heads=2, prefix_tokens=1)
+    if isinstance(m, RelPosBias):
+        torch.nn.init.normal_(m.relative_position_bias_table)
+    b = m.get_bias()[0]
+    assert b.shape == (2, 10, 10)
+    assert b[:, 0].abs().sum() == 0 and b[:, :, 0].abs().sum() == 0
+    # tokens (r, c) -> 1 + 3r + c; pairs with the same offset share the bias
+    tok = lambda r, c: 1 + 3 * r + c  # noqa: E731
+    torch.testing.assert_close(b[:, tok(0, 0), tok(1, 2)], b[:, tok(1, 0), tok(2, 2)])
+    assert not torch.allclose(b[:, tok(0, 0), tok(1, 2)], b[:, tok(0, 0), tok(2, 1)])
+
+
+def test_shared_rel_pos_is_one_module():
+    m = _relpos(shared_rel_pos=True, rel_pos_dim=16, init_values=None)
+    keys = list(m.state_dict())
+    assert keys.index("shared_rel_pos.mlp.fc1.weight") < keys.index("blocks.0.norm1.weight")
+    assert not any(".attn.rel_pos." in k for k in keys)
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+    # the shared bias reaches every block: changing it changes the output
+    x = torch.randn(1, 3, 32, 32)
+    ref = m(x)
+    with torch.no_grad():
+        m.shared_rel_pos.mlp.fc2.bias.add_(torch.tensor([5.0, -5.0]))
+        m.shared_rel_pos.mlp.fc2.weight.mul_(10.0)
+    assert not torch.allclose(m(x), ref)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(class_token=True, global_pool="token"),
+                                dict(block_fn="res_post", fc_norm=False)])
+def test_mlp_bias_checkpoint_loads_at_new_size(kw):
+    """The bias MLP is grid-independent: a 32 px checkpoint loads strictly into a 48 px model, and
+    equals the 32 px model moved with set_input_size."""
+    src = _relpos(**kw)
+    dst = _relpos(img_size=48, **kw)
+    sd = VisionTransformerRelPos.checkpoint_filter_fn(src.state_dict(), dst)
+    dst.load_state_dict(sd, strict=True)
+    src.set_input_size(img_size=48)
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(src(x), dst(x))
+        feats = src.forward_intermediates(x, indices=2, intermediates_only=True)
+    assert [f.shape for f in feats] == [(2, 32, 6, 6)] * 2
+
+
+def test_bias_table_resampled_on_load():
+    src = _relpos(rel_pos_type="bias", class_token=True)
+    with torch.no_grad():
+        for blk in src.blocks:
+            torch.nn.init.normal_(blk.attn.rel_pos.relative_position_bias_table)
+    dst = _relpos(rel_pos_type="bias", class_token=True, img_size=56)
+    sd = VisionTransformerRelPos.checkpoint_filter_fn(src.state_dict(), dst)
+    assert sd["blocks.0.attn.rel_pos.relative_position_bias_table"].shape == (13 * 13, 2)
+    dst.load_state_dict(sd, strict=True)
+    assert dst(torch.randn(1, 3, 56, 56)).shape == (1, 5)
+    # same grid: untouched
+    same = VisionTransformerRelPos.checkpoint_filter_fn(src.state_dict(), src)
+    torch.testing.assert_close(same["blocks.1.attn.rel_pos.relative_position_bias_table"],
+                               src.blocks[1].attn.rel_pos.relative_position_bias_table)
+    # set_input_size resamples the same way as loading
+    src.set_input_size(img_size=56)
+    torch.testing.assert_close(src.blocks[0].attn.rel_pos.relative_position_bias_table,
+                               dst.blocks[0].attn.rel_pos.relative_position_bias_table)
+
+
+def test_relpos_set_input_size_patch_size():
+    m = _relpos()
+    m.set_input_size(img_size=48, patch_size=12)
+    assert m.patch_embed.grid_size == (4, 4)
+    assert m.feature_info[0]["reduction"] == 12
+    assert m(torch.randn(1, 3, 48, 48)).shape == (1, 5)
+
+
+def test_relpos_rejects_absolute_and_dynamic_options():
+    with pytest.raises(ValueError):
+        _relpos(dynamic_img_size=True)
+    with pytest.raises(ValueError):
+        _relpos(rel_pos_type="nope")
+
+
+def test_relpos_meta_build_rebuilds_buffers():
+    with torch.device("meta"):
+        m = _relpos(class_token=True, global_pool="token")
+    m = m.to_empty(device="cpu")
+    m.init_non_persistent_buffers()
+    rp = m.blocks[0].attn.rel_pos
+    torch.testing.assert_close(rp.rel_coords_log, relative_log_coords((4, 4)))
+    assert int(rp.relative_position_index.max()) == 7 * 7 - 1
