@@ -57,13 +57,18 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-            h, w = h + h % 2, w + w % 2
-        # [B, H/2, row, W/2, col, C] -> [B, H/2, W/2, col, row, C]: the paper's x0, x1, x2, x3 order
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
-        return self.reduction(self.norm(x))
+        return self.reduction(self.norm(merge_2x2(x)))
+
+
+def merge_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W, C]`` -> ``[B, ceil(H/2), ceil(W/2), 4C]``: each 2x2 neighbourhood concatenated in
+    the paper's x0, x1, x2, x3 order (odd sizes are zero-padded bottom/right)."""
+    b, h, w, c = x.shape
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        h, w = h + h % 2, w + w % 2
+    # [B, H/2, row, W/2, col, C] -> [B, H/2, W/2, col, row, C]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
 
 
 class SwinTransformerBlock(nn.Module):
@@ -140,7 +145,12 @@ class SwinTransformerBlock(nn.Module):
 
 
 class SwinTransformerStage(nn.Module):
-    """Optional patch merging (halves the resolution) followed by alternating plain/shifted blocks."""
+    """Optional patch merging (halves the resolution) followed by alternating plain/shifted blocks.
+
+    ``block_cls`` / ``merge_cls`` are the block and merging types (Swin V2 subclasses swap them)."""
+
+    block_cls = SwinTransformerBlock
+    merge_cls = PatchMerging
 
     def __init__(self, dim: int, out_dim: int, *, input_resolution: _Size, depth: int, num_heads: int,
                  window_size: int | _Size, downsample: bool = True, drop_path: Sequence[float] = (),
@@ -149,7 +159,7 @@ class SwinTransformerStage(nn.Module):
         self.grad_checkpointing = False
         self.input_resolution = to_2tuple(input_resolution)
         if downsample:
-            self.downsample: nn.Module = PatchMerging(dim, out_dim, norm_layer=norm_layer)
+            self.downsample: nn.Module = self.merge_cls(dim, out_dim, norm_layer=norm_layer)
             self.output_resolution = tuple((r + 1) // 2 for r in self.input_resolution)
         else:
             if dim != out_dim:
@@ -158,7 +168,7 @@ class SwinTransformerStage(nn.Module):
             self.output_resolution = self.input_resolution
         rates = list(drop_path) or [0.0] * depth
         self.blocks = nn.Sequential(*[
-            SwinTransformerBlock(out_dim, input_resolution=self.output_resolution, num_heads=num_heads,
+            self.block_cls(out_dim, input_resolution=self.output_resolution, num_heads=num_heads,
                                  window_size=window_size, shifted=bool(i % 2), drop_path=rates[i],
                                  norm_layer=norm_layer, **block_kwargs)
             for i in range(depth)])
@@ -216,6 +226,11 @@ def _per_stage_windows(window_size: int | Sequence[Any], num_stages: int) -> lis
 class SwinTransformer(FeatureMixin, ClassifierHeadMixin, nn.Module):
     """Swin Transformer backbone; ``forward_features`` returns an NHWC map."""
     feature_cfg = {"feature_cls": "list", "flatten_sequential": True}  # features_only wrapper (visionzoo.features)
+    stage_cls = SwinTransformerStage  # subclasses (Swin V2) swap the stage type
+
+    def _stage_kwargs(self, index: int) -> dict[str, Any]:
+        """Extra keyword arguments of stage ``index`` (none here; Swin V2 adds its own)."""
+        return {}
 
     def __init__(
         self,
@@ -260,11 +275,11 @@ class SwinTransformer(FeatureMixin, ClassifierHeadMixin, nn.Module):
         reduction = patch_size
         prev = embed_dim
         for i in range(num_stages):
-            stage = SwinTransformerStage(
+            stage = self.stage_cls(
                 prev, dims[i], input_resolution=res, depth=depths[i], num_heads=num_heads[i],
                 window_size=self.window_size[i], downsample=i > 0, drop_path=rates[i], norm_layer=norm_layer,
                 head_dim=head_dim, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
-                attn_drop=attn_drop_rate, act_layer=act_layer)
+                attn_drop=attn_drop_rate, act_layer=act_layer, **self._stage_kwargs(i))
             stages.append(stage)
             res = stage.output_resolution
             reduction *= 2 if i > 0 else 1
