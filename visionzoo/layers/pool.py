@@ -11,7 +11,7 @@ from .activations import LayerType, get_act_layer
 from .norm import get_norm_layer
 
 __all__ = ["SelectAdaptivePool2d", "ClassifierHead", "NormMlpClassifierHead", "create_classifier",
-           "pool_feat_mult", "POOL_TYPES"]
+           "pool_feat_mult", "POOL_TYPES", "pool_tokens"]
 
 POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "")
 
@@ -157,3 +157,26 @@ class NormMlpClassifierHead(nn.Module):
         if pre_logits:
             return x
         return self.fc(x)
+
+
+def pool_tokens(x: torch.Tensor, pool_type: str, num_prefix_tokens: int = 1,
+                include_prefix: bool = False) -> torch.Tensor:
+    """Reduce a ``[B, N, C]`` token sequence to ``[B, C]``.
+
+    ``'token'`` reads the first (class) token; ``'avg'``/``'max'``/``'avgmax'`` reduce over the patch
+    tokens (the prefix too with ``include_prefix``); ``''`` keeps the sequence. Attention pooling
+    (``'map'``) needs the model's own head, so the model handles it before calling this."""
+    if pool_type == "token":
+        return x[:, 0]
+    if not pool_type:
+        return x
+    tokens = x if include_prefix else x[:, num_prefix_tokens:]
+    if pool_type == "avg":
+        return tokens.mean(dim=1)
+    if pool_type == "max":
+        return tokens.amax(dim=1)
+    if pool_type == "avgmax":
+        return 0.5 * (tokens.mean(dim=1) + tokens.amax(dim=1))
+    if pool_type == "map":
+        raise ValueError("this model has no attention-pool head")
+    raise ValueError("unknown token pool " + pool_type + "; use token, avg, max, avgmax, map or ''")

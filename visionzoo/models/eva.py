@@ -35,6 +35,7 @@ from ..layers.helpers import to_2tuple
 from ..layers.mlp import GluMlp, Mlp, SwiGLU
 from ..layers.patch_dropout import PatchDropoutWithIndices
 from ..layers.patch_embed import PatchEmbed, resample_patch_embed
+from ..layers.pool import pool_tokens
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.rope import AxialRope, MixedRope, apply_rope_after_prefix, rope_gather
 from ..layers.weight_init import trunc_normal_
@@ -552,21 +553,11 @@ class Eva(FeatureMixin, nn.Module):
         return self.norm(x)
 
     def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
+        """Reduce ``[B, N, C]`` tokens to ``[B, C]`` by ``pool_type`` (default: ``global_pool``)."""
         pool_type = self.global_pool if pool_type is None else pool_type
-        if pool_type == "token":
-            return x[:, 0]
-        if not pool_type:
-            return x
-        tokens = x if self.pool_include_prefix else x[:, self.num_prefix_tokens:]
-        if pool_type == "map":
-            if self.attn_pool is None:
-                raise ValueError("this model has no attention-pool head")
-            return self.attn_pool(tokens)
-        if pool_type == "avg":
-            return tokens.mean(dim=1)
-        if pool_type == "max":
-            return tokens.amax(dim=1)
-        return 0.5 * (tokens.mean(dim=1) + tokens.amax(dim=1))
+        if pool_type == "map" and self.attn_pool is not None:
+            return self.attn_pool(x if self.pool_include_prefix else x[:, self.num_prefix_tokens:])
+        return pool_tokens(x, pool_type, self.num_prefix_tokens, self.pool_include_prefix)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.fc_norm(self.pool(x))

@@ -38,6 +38,7 @@ from ..layers.layer_scale import LayerScale
 from ..layers.mlp import GluMlp, Mlp, SwiGLU
 from ..layers.norm import get_norm_layer
 from ..layers.patch_embed import PatchEmbed, resample_patch_embed
+from ..layers.pool import pool_tokens
 from ..layers.pos_embed import build_sincos2d_pos_embed, resample_abs_pos_embed
 from ..layers.weight_init import trunc_normal_
 from .base import FeatureMixin, Variant, register_family
@@ -640,20 +641,9 @@ class VisionTransformer(FeatureMixin, nn.Module):
     def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
         """Reduce ``[B, N, C]`` tokens to ``[B, C]`` by ``pool_type`` (default: ``global_pool``)."""
         pool_type = self.global_pool if pool_type is None else pool_type
-        if pool_type == "token":
-            return x[:, 0]
-        if not pool_type:
-            return x
-        patches = x if self.pool_include_prefix else x[:, self.num_prefix_tokens:]
-        if pool_type == "map":
-            if self.attn_pool is None:
-                raise ValueError("this model has no attention-pool head")
-            return self.attn_pool(patches)
-        if pool_type == "avg":
-            return patches.mean(dim=1)
-        if pool_type == "max":
-            return patches.amax(dim=1)
-        return 0.5 * (patches.mean(dim=1) + patches.amax(dim=1))  # avgmax
+        if pool_type == "map" and self.attn_pool is not None:
+            return self.attn_pool(x if self.pool_include_prefix else x[:, self.num_prefix_tokens:])
+        return pool_tokens(x, pool_type, self.num_prefix_tokens, self.pool_include_prefix)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pool(x)
