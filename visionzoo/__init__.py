@@ -10,7 +10,8 @@ The public API is small; everything is imported lazily so ``import visionzoo`` s
 * data: :func:`resolve_data_config`, :func:`resolve_model_data_config`, :func:`create_transform`
 * layer flags: :func:`set_layer_config`, :func:`set_scriptable` / :func:`set_exportable` /
   :func:`set_no_jit` and their ``is_*`` getters; :func:`freeze_batch_norm_2d`
-* tools: :func:`optimize` (fast CPU inference), :func:`benchmark`, :func:`select` (model choice)
+* tools: :func:`optimize` (fast CPU inference), :func:`benchmark`, :func:`select` (model choice),
+  :func:`embed` (image folders -> embedding files; search them with :mod:`visionzoo.embeddings`)
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ _EXPORTS = {
     "optimize": "visionzoo.inference",
     "benchmark": "visionzoo.bench.measure",
     "select": "visionzoo.bench.select",
+    "embed": "visionzoo.embeddings.run",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("visionzoo.cli.train", "train or fine-tune on an image folder"),
     "validate": ("visionzoo.cli.validate", "evaluate a model on an image folder"),
     "export": ("visionzoo.cli.export", "export to ONNX, TorchScript or torch.export"),
+    "embed": ("visionzoo.cli.embed", "embed an image collection into Parquet / .npy (resumable, torchrun-ready)"),
+    "similar": ("visionzoo.cli.similar", "nearest images and near-duplicate groups in an embedding file (faiss)"),
     "push-to-hub": ("visionzoo.cli.push_to_hub", "upload a saved model folder to the Hugging Face Hub"),
     "version": ("visionzoo.cli.version", "versions, platform, CPU features and accelerator (for bug reports)"),
 }
