@@ -64,3 +64,38 @@ def test_lcnetv2_optimize_reparameterizes() -> None:
     assert all(m.fused for m in model.modules() if isinstance(m, RepDepthwiseSeparable) and m.use_rep)
     out = opt(x)
     assert (out - ref).abs().max().item() <= 1e-5 * ref.abs().max().item() + 1e-6
+
+
+def test_selecsls_long_range_skip_is_the_levels_first_output() -> None:
+    """The first module of a level hands its output on as the skip; later modules pass it through
+    unchanged and concatenate it before their last 1x1 conv."""
+    from visionzoo.models.selecsls import SelecSlsBlock
+
+    torch.manual_seed(0)
+    first = SelecSlsBlock(8, 0, 16, 16, is_first=True, stride=2).eval()
+    later = SelecSlsBlock(16, 16, 16, 24, is_first=False, stride=1).eval()
+    assert later.conv6[0].in_channels == 2 * 16 + 16
+    x = torch.randn(1, 8, 16, 16)
+    with torch.no_grad():
+        out, skip = first([x])
+        assert out is skip and out.shape == (1, 16, 8, 8)
+        out2, skip2 = later([out, skip])
+    assert skip2 is skip and out2.shape == (1, 24, 8, 8)
+
+
+def test_selecsls_intermediates_and_checkpointing_match_forward() -> None:
+    torch.manual_seed(0)
+    model = visionzoo.create_model("selecsls42b", num_classes=7).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        final, maps = model.forward_intermediates(x)
+    assert torch.equal(final, feats)
+    assert [m.shape[1] for m in maps] == [f["num_chs"] for f in model.feature_info]
+    assert [64 // m.shape[-1] for m in maps[:5]] == [f["reduction"] for f in model.feature_info[:5]]
+    model.set_grad_checkpointing(True)
+    out = model(x.requires_grad_())
+    out.sum().backward()
+    with torch.no_grad():
+        model.set_grad_checkpointing(False)
+        assert torch.allclose(model(x), out, atol=1e-6)

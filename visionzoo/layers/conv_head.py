@@ -1,8 +1,9 @@
-"""The MobileNetV3-style pooled 1x1-conv head: pool -> ``conv_head`` -> act -> flatten -> classifier.
+"""Classifier heads whose modules are top-level attributes of the model (as published checkpoints
+store them), written once as mixins rather than nested head modules:
 
-Mobile nets widen the pooled features with a 1x1 conv before the classifier (cheap at 1x1
-resolution). Their checkpoints keep ``conv_head`` and ``classifier`` as top-level modules of the
-model, so this is a mixin over those attributes rather than a nested head module.
+* :class:`PooledConvHeadMixin`: the MobileNetV3-style pool -> ``conv_head`` -> act -> flatten ->
+  ``classifier`` (mobile nets widen the pooled features with a 1x1 conv, cheap at 1x1 resolution);
+* :class:`PoolFcHeadMixin`: ResNet-style ``global_pool`` -> dropout -> ``fc``.
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .activations import LayerType, create_act_layer
-from .pool import SelectAdaptivePool2d
+from .pool import SelectAdaptivePool2d, create_classifier
 
-__all__ = ["PooledConvHeadMixin"]
+__all__ = ["PooledConvHeadMixin", "PoolFcHeadMixin"]
 
 
 class PooledConvHeadMixin:
@@ -47,6 +48,30 @@ class PooledConvHeadMixin:
         if self.drop_rate > 0.0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class PoolFcHeadMixin:
+    """``global_pool`` -> dropout (``drop_rate``) -> ``fc`` over ``num_features`` channels."""
+
+    def _init_pool_fc(self, num_classes: int, global_pool: str) -> None:
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        pool = self.global_pool.pool_type if global_pool is None else global_pool
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
