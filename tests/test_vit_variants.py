@@ -120,3 +120,63 @@ def test_relpos_meta_build_rebuilds_buffers():
     rp = m.blocks[0].attn.rel_pos
     torch.testing.assert_close(rp.rel_coords_log, relative_log_coords((4, 4)))
     assert int(rp.relative_position_index.max()) == 7 * 7 - 1
+
+
+# --------------------------------------------------------------------------------------------
+# hybrid CNN stems
+# --------------------------------------------------------------------------------------------
+
+from functools import partial  # noqa: E402
+
+from visionzoo.models.resnet import ResNet  # noqa: E402
+from visionzoo.models.resnetv2 import ResNetStage  # noqa: E402
+from visionzoo.models.vision_transformer_hybrid import (VisionTransformerHybrid, bit_backbone,  # noqa: E402
+                                                        resnet_backbone)
+
+
+def _hybrid(**kw) -> VisionTransformerHybrid:
+    args = dict(backbone=partial(bit_backbone, (1, 1), stem_chs=32, channels=(128, 256)), img_size=64,
+                embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=5)
+    args.update(kw)
+    torch.manual_seed(0)
+    return VisionTransformerHybrid(**args).eval()
+
+
+def test_hybrid_reuses_our_cnns():
+    import visionzoo
+
+    m = visionzoo.create_model("vit_small_resnet50d_s16_224", pretrained=False)
+    assert isinstance(m.patch_embed.backbone, ResNet)
+    assert isinstance(m.patch_embed.backbone.layer4, torch.nn.Identity)  # cut after stage 3 (stride 16)
+    net, stride, chs = resnet_backbone((2, 2, 2, 2), 4)
+    assert (stride, chs) == (32, 2048) and isinstance(net.layer4, torch.nn.Sequential)
+    h = _hybrid()
+    assert all(isinstance(s, ResNetStage) for s in h.patch_embed.backbone.stages)
+    assert h.patch_embed.patch_size == (8, 8) and h.patch_embed.grid_size == (8, 8)
+    assert h.pos_embed.shape == (1, 65, 32)
+
+
+def test_hybrid_set_input_size_and_checkpoint_resample():
+    src = _hybrid()
+    dst = _hybrid(img_size=96)
+    sd = VisionTransformerHybrid.checkpoint_filter_fn(src.state_dict(), dst)
+    assert sd["pos_embed"].shape == (1, 1 + 12 * 12, 32)
+    dst.load_state_dict(sd, strict=True)
+    src.set_input_size(img_size=96)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(src(x), dst(x))
+        feats = src.forward_intermediates(x, indices=1, intermediates_only=True)
+    assert feats[0].shape == (1, 32, 12, 12)
+    with pytest.raises(ValueError):
+        src(torch.randn(1, 3, 64, 64))
+
+
+def test_hybrid_dynamic_img_size():
+    m = _hybrid(dynamic_img_size=True)
+    with torch.no_grad():
+        for size in ((64, 64), (96, 80)):
+            x = torch.randn(1, 3, *size)
+            assert m(x).shape == (1, 5)
+            feats = m.forward_intermediates(x, indices=1, intermediates_only=True)
+            assert feats[0].shape == (1, 32, size[0] // 8, size[1] // 8)
