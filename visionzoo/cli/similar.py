@@ -11,8 +11,8 @@ from .completion import model_completer, set_completer
 
 __all__ = ["add_similar_arguments", "run_similar"]
 
-INDEX_KINDS = ("auto", "exact", "hnsw")  # visionzoo.embeddings.search.INDEX_KINDS (the parser loads no faiss)
-EXACT_MAX = 20_000  # visionzoo.embeddings.search.EXACT_MAX
+INDEX_KINDS = ("auto", "exact", "hnsw")  # visionzoo.embeddings.similarity.INDEX_KINDS (the parser loads no faiss)
+EXACT_MAX = 20_000  # visionzoo.embeddings.similarity.EXACT_MAX
 
 
 def add_similar_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +52,7 @@ def _query_model(emb: Any, args: argparse.Namespace) -> tuple[str, str | None, b
 def run_similar(args: argparse.Namespace) -> int:
     from ..data.images import find_images
     from ..embeddings.run import embed_images
-    from ..embeddings.search import build_index, dedup_groups, search
+    from ..embeddings.similarity import build_index, dedup_groups, search
     from ..embeddings.store import load_embeddings
 
     if args.topk < 1:

@@ -15,10 +15,10 @@ _EXPORTS: dict[str, str] = {
     "build_embedder": "visionzoo.embeddings.run",
     "load_embeddings": "visionzoo.embeddings.store",
     "Embeddings": "visionzoo.embeddings.store",
-    "build_index": "visionzoo.embeddings.search",
-    "search": "visionzoo.embeddings.search",
-    "dedup_groups": "visionzoo.embeddings.search",
-    "VectorIndex": "visionzoo.embeddings.search",
+    "build_index": "visionzoo.embeddings.similarity",
+    "search": "visionzoo.embeddings.similarity",
+    "dedup_groups": "visionzoo.embeddings.similarity",
+    "VectorIndex": "visionzoo.embeddings.similarity",
 }
 
 __all__ = list(_EXPORTS)
