@@ -1,0 +1,118 @@
+"""Throughput of ``visionzoo embed`` (images/s): 1 and 2 processes, with and without ``--optimize``.
+
+Builds a folder of JPEGs from the example photos (random crops and sizes, so every file decodes
+and resizes like a real photo), then runs the command line as a user would: one process with all
+cores, and ``torchrun --nproc_per_node 2`` (one thread each). ``images_per_s`` is the command's own
+report: images / seconds from the synchronised start after model load to all ranks done.
+
+    python benchmarks/embed_throughput.py [--images 96] [--batch-size 32] [--model NAME] [--out FILE.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "images"
+
+
+def make_images(folder: Path, n: int, seed: int = 0) -> None:
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    photos = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.jpg"))]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = photos[i % len(photos)]
+        w, h = img.size
+        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        side = rng.choice([320, 480, 640])
+        crop = img.crop((x, y, x + cw, y + ch))
+        crop.resize((side, side * ch // cw), Image.BILINEAR).save(folder / f"{i:05d}.jpg", quality=90)
+
+
+def run(images: Path, out: Path, model: str, nproc: int, optimize: bool, batch: int, workers: int) -> dict:
+    embed = ["embed", str(images), "--out", str(out), "--model", model, "--batch-size", str(batch),
+             "--shard-size", str(batch), "--workers", str(workers), "--no-progress", "--json", "--overwrite"]
+    if optimize:
+        embed.append("--optimize")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "visionzoo", *embed]
+        env.pop("OMP_NUM_THREADS", None)
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "visionzoo", *embed]
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // nproc))
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    rep = json.loads([line for line in r.stdout.splitlines() if line.startswith("{")][-1])
+    rep["wall_s"] = round(wall, 1)
+    return rep
+
+
+def load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--model", default="tf_efficientnet_lite0.pypi_in1k")
+    ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embed_throughput.md"))
+    args = ap.parse_args()
+    import torch
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp) / "images"
+        make_images(images, args.images)
+        load_before = load()
+        for nproc in args.procs:
+            for optimize in (False, True):
+                rep = run(images, Path(tmp) / "emb.parquet", args.model, nproc, optimize, args.batch_size, args.workers)
+                rows.append((nproc, optimize, rep))
+                print(f"{nproc} proc, optimize={optimize}: {rep['images_per_s']} images/s "
+                      f"(embed {rep['embed_s']} s, command {rep['wall_s']} s), load {load()}", flush=True)
+        load_after = load()
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        "# `visionzoo embed` throughput", "",
+        f"`python benchmarks/embed_throughput.py --images {args.images} --batch-size {args.batch_size} "
+        f"--workers {args.workers}`: {args.model}, {args.images} JPEGs (320-640 px wide crops of the example "
+        f"photos), batch {args.batch_size}, shard {args.batch_size}, {args.workers} DataLoader worker(s) per process, "
+        "Parquet output. One process uses every core's thread; `torchrun --nproc_per_node 2` gives each rank "
+        f"{max(1, (os.cpu_count() or 2) // 2)} thread(s).", "",
+        f"Machine: {os.cpu_count()} logical cores ({cpu}), torch {torch.__version__}, Python "
+        f"{platform.python_version()}. Load average (1/5/15 min) before: {load_before}, after: {load_after}.", "",
+        "| processes | `--optimize` | images/s | embed s | command s (incl. start-up, model load, merge) |",
+        "|---|---|---|---|---|",
+    ]
+    for nproc, optimize, rep in rows:
+        lines.append(f"| {nproc} | {'yes' if optimize else 'no'} | {rep['images_per_s']:.2f} | {rep['embed_s']:.1f} "
+                     f"| {rep['wall_s']:.1f} |")
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
