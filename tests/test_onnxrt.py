@@ -96,3 +96,21 @@ def test_cli_int8_export_and_predict(tmp_path, capsys):
     lines = [json.loads(x) for x in captured.out.splitlines()]
     assert len(lines) == 3 and all(len(x["top"]) == 5 for x in lines)
     assert "calibration images" in captured.err
+
+
+def test_auto_backend_falls_back_to_torch(monkeypatch):
+    import visionzoo.deploy.onnxrt as onnxrt
+
+    def no_export(*a, **k):
+        raise RuntimeError("cannot export this graph")
+
+    monkeypatch.setattr(onnxrt, "ort_session", no_export)
+    model = visionzoo.create_model("test_resnet").eval()
+    x = torch.randn(2, *model.pretrained_cfg.input_size)
+    with torch.inference_mode():
+        ref = model(x)
+    fast = optimize(model, backend="auto", verify=True)
+    assert fast.report["backend"] == "torch" and "cannot export" in fast.report["onnxruntime_error"]
+    torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="cannot export"):  # an explicit backend does not fall back
+        optimize(visionzoo.create_model("test_resnet").eval(), backend="onnxruntime")

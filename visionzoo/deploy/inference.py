@@ -506,9 +506,11 @@ def optimize(
             deprecated in torch >= 2.10, hence opt-in. Ignored when ``compile`` is used.
         verify: compare the optimized output on ``example`` with the eager one and raise if it
             is outside tolerance (float32: 1e-4 relative to the logit scale; bf16: :func:`bf16_close`).
-        backend: ``'torch'`` (eager, optionally compiled) or ``'onnxruntime'``: export to ONNX and
-            run it in ONNX Runtime with every graph optimisation (fused LayerNorm / GELU /
-            MatMul+bias; the faster path for transformers and ConvNeXt on CPU).
+        backend: ``'torch'`` (eager, optionally compiled), ``'onnxruntime'`` (export to ONNX and run
+            it in ONNX Runtime with every graph optimisation: fused LayerNorm / GELU / MatMul+bias,
+            Conv+activation; export costs seconds to a minute once) or ``'auto'`` (ONNX Runtime
+            when installed and the model exports, else the torch path; see
+            ``benchmarks/results/inference_speed.md`` for what each backend gains per family).
         calibration: with ``dtype='int8'``: images to calibrate on (folder, tensor or batches);
             int8 always runs through ONNX Runtime, see :func:`visionzoo.deploy.onnxrt.quantize`.
         threads: intra-op threads of the ONNX Runtime session (default ``torch.get_num_threads()``).
@@ -518,8 +520,15 @@ def optimize(
     """
     if isinstance(model, OptimizedModel):
         raise ValueError("model is already optimized")
-    if backend not in ("torch", "onnxruntime"):
-        raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+    if backend not in ("torch", "onnxruntime", "auto"):
+        raise ValueError(f"backend must be 'torch', 'onnxruntime' or 'auto', got {backend!r}")
+    if backend == "auto":  # ONNX Runtime where it is installed and the model exports, else torch
+        from .onnxrt import ort_available
+
+        backend = "onnxruntime" if ort_available()[0] else "torch"
+        fallback = backend == "onnxruntime"
+    else:
+        fallback = False
     if isinstance(dtype, str) and dtype.lower() in ("int8", "qint8"):
         if calibration is None:
             raise ValueError("dtype='int8' needs calibration images (a folder, a tensor or batches)")
@@ -560,10 +569,17 @@ def optimize(
     if backend == "onnxruntime":
         from .onnxrt import ort_session
 
-        with torch.inference_mode(False), torch.no_grad():
-            runner, info = ort_session(model, example.contiguous(), threads=threads)
-        report.update(info)
-        compile = False
+        try:
+            with torch.inference_mode(False), torch.no_grad():
+                runner, info = ort_session(model, example.contiguous(), threads=threads)
+            report.update(info)
+            compile = False
+        except Exception as e:  # noqa: BLE001 - 'auto' keeps the (already folded) torch model
+            if not fallback:
+                raise
+            runner = model
+            report["backend"] = "torch"
+            report["onnxruntime_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     if compile:
         ok, why = compile_available()
         if ok:
