@@ -77,6 +77,9 @@ def test_img_size_follows_the_images_within_the_model_size():
     assert infer_img_size(100, 224) == 96  # nearest multiple of 32
     assert infer_img_size(500, 224) == 224  # capped at the model's size
     assert infer_img_size(300, 256) == 256
+    # pretrained weights: at least a quarter of their size, rounded up to a multiple of 32
+    assert infer_img_size(32, 224, pretrained=True) == 64 and infer_img_size(8, 384, pretrained=True) == 96
+    assert infer_img_size(160, 224, pretrained=True) == 160
 
 
 def test_augmentation_gentle_for_small_images_and_sets():
@@ -138,7 +141,7 @@ def test_lr_range_test_restores_weights_and_optimizer(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too
     assert not opt.state and opt.param_groups[0]["lr"] == 1e-3
     assert 1e-5 < res.suggestion < 1.0 and len(res.lrs) == len(res.losses) >= 10
-    assert res.lrs == sorted(res.lrs) and res.lrs[0] == 1e-6
+    assert res.lrs == sorted(res.lrs) and res.lrs[0] == 1e-5
     png = plot_lr_finder(res, tmp_path / "lr.png")
     assert png is None or png.stat().st_size > 1000
 

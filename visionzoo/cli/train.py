@@ -94,7 +94,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--opt", choices=OPTIMIZERS, default="adamw", help="optimizer")
     g.add_argument("--lr", type=_lr_choice, default="auto",
                    help="peak learning rate; 'auto': an LR range test before training picks it (plot in OUTPUT)")
-    g.add_argument("--lr-finder-steps", type=int, default=100, help="steps of the LR range test of --lr auto")
+    g.add_argument("--lr-finder-steps", type=int, default=60, help="steps of the LR range test of --lr auto")
     g.add_argument("--weight-decay", "--wd", type=float, default=0.05,
                    help="weight decay (never applied to norms, biases, position embeddings)")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (momentum / nesterov)")

@@ -86,7 +86,7 @@ class TrainConfig:
     batch_size: int = 32
     opt: str = "adamw"
     lr: float | str = "auto"  # "auto": LR range test before training
-    lr_finder_steps: int = 100
+    lr_finder_steps: int = 60
     weight_decay: float = 0.05
     momentum: float = 0.9
     layer_decay: float | None = None  # None: auto_layer_decay for --pretrained, else off
@@ -410,9 +410,10 @@ def _setup_model(cfg: TrainConfig, num_classes: int, device: torch.device, stats
     img_size, crop_pct = cfg.img_size, cfg.crop_pct
     if img_size is None and stats is not None:
         model_size = int(resolve_data_config({"in_chans": in_chans}, model=backbone)["input_size"][-1])
-        img_size = infer_img_size(stats.median_short_side, model_size)
+        img_size = infer_img_size(stats.median_short_side, model_size, cfg.pretrained)
         inferred.append(f"img_size {img_size} (median short side {stats.median_short_side:g} px of "
-                        f"{stats.count} sampled images; model default {model_size})")
+                        f"{stats.count} sampled images; model default {model_size}"
+                        f"{'; pretrained: at least a quarter of it' if cfg.pretrained else ''})")
         if crop_pct is None and img_size < model_size:
             crop_pct = 1.0  # images about the input size: an eval crop would only cut content off
             inferred.append("crop_pct 1.0 (input size follows the images)")
