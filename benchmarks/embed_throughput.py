@@ -5,7 +5,11 @@ and resizes like a real photo), then runs the command line as a user would: one 
 cores, and ``torchrun --nproc_per_node 2`` (one thread each). ``images_per_s`` is the command's own
 report: images / seconds from the synchronised start after model load to all ranks done.
 
-    python benchmarks/embed_throughput.py [--images 96] [--batch-size 32] [--model NAME] [--out FILE.md]
+    python benchmarks/embed_throughput.py [--images 96] [--batch-size 32] [--repeat 2] [--model NAME] [--out FILE.md]
+
+With ``--repeat R`` the four configurations run R times, interleaved (the order reversed every other
+round, so a change in machine load hits every configuration alike); the table gives the median and
+the range.
 """
 from __future__ import annotations
 
@@ -78,19 +82,23 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--model", default="tf_efficientnet_lite0.pypi_in1k")
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embed_throughput.md"))
     args = ap.parse_args()
     import torch
 
-    rows = []
+    import statistics
+
+    configs = [(nproc, optimize) for nproc in args.procs for optimize in (False, True)]
+    runs: dict[tuple[int, bool], list[dict]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         make_images(images, args.images)
         load_before = load()
-        for nproc in args.procs:
-            for optimize in (False, True):
+        for r in range(args.repeat):
+            for nproc, optimize in (configs if r % 2 == 0 else configs[::-1]):
                 rep = run(images, Path(tmp) / "emb.parquet", args.model, nproc, optimize, args.batch_size, args.workers)
-                rows.append((nproc, optimize, rep))
+                runs[(nproc, optimize)].append(rep)
                 print(f"{nproc} proc, optimize={optimize}: {rep['images_per_s']} images/s "
                       f"(embed {rep['embed_s']} s, command {rep['wall_s']} s), load {load()}", flush=True)
         load_after = load()
@@ -98,18 +106,22 @@ def main() -> None:
     lines = [
         "# `visionzoo embed` throughput", "",
         f"`python benchmarks/embed_throughput.py --images {args.images} --batch-size {args.batch_size} "
-        f"--workers {args.workers}`: {args.model}, {args.images} JPEGs (320-640 px wide crops of the example "
+        f"--workers {args.workers} --repeat {args.repeat}`: {args.model}, {args.images} JPEGs (320-640 px wide crops of the example "
         f"photos), batch {args.batch_size}, shard {args.batch_size}, {args.workers} DataLoader worker(s) per process, "
         "Parquet output. One process uses every core's thread; `torchrun --nproc_per_node 2` gives each rank "
         f"{max(1, (os.cpu_count() or 2) // 2)} thread(s).", "",
         f"Machine: {os.cpu_count()} logical cores ({cpu}), torch {torch.__version__}, Python "
         f"{platform.python_version()}. Load average (1/5/15 min) before: {load_before}, after: {load_after}.", "",
-        "| processes | `--optimize` | images/s | embed s | command s (incl. start-up, model load, merge) |",
-        "|---|---|---|---|---|",
+        "| processes | `--optimize` | images/s (median) | images/s (range) | embed s (median) "
+        "| command s (median; incl. start-up, model load, merge) |",
+        "|---|---|---|---|---|---|",
     ]
-    for nproc, optimize, rep in rows:
-        lines.append(f"| {nproc} | {'yes' if optimize else 'no'} | {rep['images_per_s']:.2f} | {rep['embed_s']:.1f} "
-                     f"| {rep['wall_s']:.1f} |")
+    for (nproc, optimize), reps in runs.items():
+        ips = [r["images_per_s"] for r in reps]
+        lines.append(f"| {nproc} | {'yes' if optimize else 'no'} | {statistics.median(ips):.2f} | "
+                     f"{min(ips):.2f} - {max(ips):.2f} | {statistics.median(r['embed_s'] for r in reps):.1f} | "
+                     f"{statistics.median(r['wall_s'] for r in reps):.1f} |")
+    lines += ["", f"{args.repeat} run(s) per configuration."]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -241,3 +241,12 @@ def test_torchrun_two_processes(tmp_path, tiny_images, reference):
     assert len(reports) == 1, "only rank 0 reports"
     assert reports[0]["world_size"] == 2 and reports[0]["embedded"] == 13 and len(reports[0]["failed"]) == 2
     _same(reference, out)
+
+
+def test_lazy_exports_and_no_eager_imports():
+    code = ("import sys, visionzoo, visionzoo.embeddings as e; "
+            "heavy = sorted(m for m in ('torch', 'pyarrow', 'faiss') if m in sys.modules); "
+            "missing = [n for n in e.__all__ if not hasattr(e, n)]; "
+            "print(heavy, missing, callable(visionzoo.embed), callable(e.search))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env())
+    assert r.stdout.split("\n")[0] == "[] [] True True", r.stdout + r.stderr

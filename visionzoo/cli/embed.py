@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .completion import model_completer, set_completer
@@ -54,11 +55,7 @@ def run_embed(args: argparse.Namespace) -> int:
                        device=args.device, overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt:
         raise Interrupted(f"committed shards are kept in {parts}; run the same command again to resume") from None
-    if report is None:  # not rank 0 of a torchrun job: rank 0 reports
-        return 0
-    import os
-
-    if int(os.environ.get("RANK", "0") or 0) != 0:
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun rank 0 alone reports
         return 0
     for f in report["failed"]:
         what = f["error"] if f["error"].startswith(f["path"]) else f"{f['path']}: {f['error']}"

@@ -79,19 +79,12 @@ def output_paths(out: str | os.PathLike) -> OutputPaths:
                        parts=stem.with_name(stem.name + ".parts"))
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path next to ``path``; when the body succeeds the file is fsynced and renamed
     onto ``path`` (readers and a killed run see the old file or the whole new one, never a part)."""
+    from ..train.checkpoint import _fsync_dir
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
