@@ -114,3 +114,18 @@ def test_auto_backend_falls_back_to_torch(monkeypatch):
     torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
     with pytest.raises(RuntimeError, match="cannot export"):  # an explicit backend does not fall back
         optimize(visionzoo.create_model("test_resnet").eval(), backend="onnxruntime")
+
+
+def test_benchmark_and_select_measure_int8(tmp_path, monkeypatch, capsys):
+    """``--dtype int8`` times the ONNX Runtime int8 graph (inference only, always optimized)."""
+    from visionzoo.bench.measure import BenchConfig, measure_model
+
+    monkeypatch.setenv("VISIONZOO_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="inference only"):
+        BenchConfig(dtype="int8", mode="train")
+    cfg = BenchConfig(dtype="int8", warmup=1, repeats=2, min_time=0)
+    assert cfg.mode == "infer" and cfg.optimize
+    rec = measure_model("test_resnet", cfg)
+    assert rec.get("error") is None, rec.get("error")
+    assert rec["dtype"] == "int8" and rec["optimized"] and rec["infer_step_ms"] > 0
+    assert "dtype=int8" in rec["note"] and "top1_agreement" in rec["note"]

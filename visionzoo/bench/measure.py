@@ -24,7 +24,8 @@ from .timing import time_callable
 __all__ = ["BenchConfig", "BenchmarkInterrupted", "benchmark", "build_model", "count_model", "first_output",
            "measure_model", "num_threads", "resolve_model_names"]
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+           "int8": torch.float32}  # int8: float inputs into an ONNX Runtime int8 graph (inference only)
 _MODES = ("infer", "train", "both")
 
 
@@ -56,6 +57,10 @@ class BenchConfig:
             raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {self.mode!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype == "int8":  # int8 is a quantized inference graph: no training, always optimized
+            if self.mode == "train":
+                raise ValueError("dtype int8 measures inference only (mode 'infer')")
+            self.mode, self.optimize = "infer", True
         if self.batch_size < 1 or (self.train_batch_size is not None and self.train_batch_size < 1):
             raise ValueError("batch sizes must be >= 1")
         if self.img_size is not None and self.img_size < 8:
@@ -223,6 +228,8 @@ def _apply_optimize(model: nn.Module, example: torch.Tensor, cfg: BenchConfig) -
             break
     if "dtype" in params:
         kwargs["dtype"] = cfg.dtype
+    if cfg.dtype == "int8":  # calibration for speed only: activation ranges of random inputs
+        kwargs["calibration"] = torch.randn(16, *example.shape[1:], generator=torch.Generator().manual_seed(0))
     if cfg.channels_last and "channels_last" in params:
         kwargs["channels_last"] = True
     out = fn(model, **kwargs)

@@ -471,7 +471,7 @@ class Measurer:
 
         q = self.query
         kw = dict(device=self.device, threads=self.threads, dtype=q.dtype, channels_last=q.channels_last,
-                  infer_batch_size=q.batch_size, train_batch_size=q.train_batch_size)
+                  optimized=q.dtype == "int8", infer_batch_size=q.batch_size, train_batch_size=q.train_batch_size)
         out: dict[str, Any] = {}
         for recs, host in ((self.given, "*"), (self.cache, None)):
             found = lookup(c.arch, c.row.img_size, records=recs, host=host, **kw) or {}
@@ -486,6 +486,8 @@ class Measurer:
         """An upper bound of the GMAC/ms any model reaches here: a margin over the matmul peak,
         tightened to a margin over the fastest model measured once a few are known."""
         peak = _PEAK_MARGIN * machine_peak_gmac_per_ms(self.device, self.threads)
+        if self.query.dtype == "int8":  # int8 dot products: up to 4x the float32 matmul rate
+            peak *= 4
         if len(self.rates) >= 3 and _RATE_MARGIN * max(self.rates) < peak:
             return _RATE_MARGIN * max(self.rates), f"{_RATE_MARGIN:g}x the fastest rate measured here"
         return peak, f"{_PEAK_MARGIN:g}x this machine's matmul peak"

@@ -22,8 +22,9 @@ def add_benchmark_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-size", type=int, default=None, help="square input size (default: each model's own)")
     p.add_argument("--mode", choices=("infer", "train", "both"), default="both", help="what to time (default both)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="bfloat16: model cast for inference, autocast for training")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "int8"), default="float32",
+                   help="bfloat16: model cast for inference, autocast for training; int8: inference through "
+                        "ONNX Runtime static int8 (implies --optimize and --mode infer)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--optimize", action="store_true",

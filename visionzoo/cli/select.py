@@ -25,8 +25,9 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--train-batch-size", type=int, default=32, help="training batch size (default 32)")
     c.add_argument("--threads", type=int, default=None, help="torch threads, e.g. 2 for a 2-core budget")
     c.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    c.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="precision measured (default float32)")
+    c.add_argument("--dtype", choices=("float32", "bfloat16", "int8"), default="float32",
+                   help="precision measured (default float32); int8: inference latency of the ONNX Runtime int8 "
+                        "graph (training limits do not apply)")
     c.add_argument("--channels-last", action="store_true", help="measure in NHWC memory format")
     c.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
     c.add_argument("--repeats", type=int, default=5, help="timed inference calls at least (default 5)")
