@@ -10,7 +10,8 @@ The public API is small; everything is imported lazily so ``import visionzoo`` s
 * data: :func:`resolve_data_config`, :func:`resolve_model_data_config`, :func:`create_transform`
 * layer flags: :func:`set_layer_config`, :func:`set_scriptable` / :func:`set_exportable` /
   :func:`set_no_jit` and their ``is_*`` getters; :func:`freeze_batch_norm_2d`
-* tools: :func:`optimize` (fast CPU inference), :func:`benchmark`, :func:`select` (model choice),
+* tools: :func:`optimize` (fast CPU inference; ``backend='onnxruntime'``), :func:`quantize` (int8
+  through ONNX Runtime, calibrated on your images), :func:`benchmark`, :func:`select` (model choice),
   :func:`embed` (image folders -> embedding files; search them with :mod:`visionzoo.embeddings`)
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ _EXPORTS = {
     "FeatureListNet": "visionzoo.features",
     "FeatureInfo": "visionzoo.features",
     "optimize": "visionzoo.inference",
+    "quantize": "visionzoo.deploy.onnxrt",
     "benchmark": "visionzoo.bench.measure",
     "select": "visionzoo.bench.select",
     "embed": "visionzoo.embeddings.run",
