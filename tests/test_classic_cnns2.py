@@ -99,3 +99,27 @@ def test_selecsls_intermediates_and_checkpointing_match_forward() -> None:
     with torch.no_grad():
         model.set_grad_checkpointing(False)
         assert torch.allclose(model(x), out, atol=1e-6)
+
+
+def test_dpn_dual_paths_add_residual_and_grow_dense() -> None:
+    """A dual path block adds to the residual path (fixed width) and appends ``inc`` channels to the
+    dense path; the level map is the two paths concatenated."""
+    from visionzoo.models.dpn import DPN, DualPathBlock
+
+    torch.manual_seed(0)
+    proj = DualPathBlock(8, 16, 16, 12, 4, groups=4, kind="proj").eval()
+    normal = DualPathBlock(12 + 3 * 4, 16, 16, 12, 4, groups=4).eval()
+    with torch.no_grad():
+        resid, dense = proj(torch.randn(1, 8, 8, 8))
+        assert resid.shape[1] == 12 and dense.shape[1] == 2 * 4 + 4
+        resid2, dense2 = normal((resid, dense))
+        assert resid2.shape[1] == 12 and dense2.shape[1] == dense.shape[1] + 4
+        assert torch.equal(dense2[:, :dense.shape[1]], dense)  # the dense path keeps what it had
+    model = DPN(small=True, num_init_features=8, k_r=32, groups=4, k_sec=(1, 1, 1, 1), inc_sec=(4, 4, 4, 4),
+                b=True, num_classes=5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+    assert [m.shape[1] for m in maps] == [f["num_chs"] for f in model.feature_info]
+    assert model(x).shape == (1, 5)
