@@ -250,3 +250,28 @@ def test_lazy_exports_and_no_eager_imports():
             "print(heavy, missing, callable(visionzoo.embed), callable(e.search))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env())
     assert r.stdout.split("\n")[0] == "[] [] True True", r.stdout + r.stderr
+
+
+def test_checkpoint_with_a_classifier_embeds_its_backbone(tmp_path, tiny_images, reference):
+    import torch
+
+    import visionzoo
+    from visionzoo.embeddings import embed_images
+
+    torch.manual_seed(3)
+    trained = visionzoo.create_model("test_resnet", num_classes=7).eval()  # a "fine-tuned" model with its head
+    ckpt = tmp_path / "ft.pth"
+    torch.save({"state_dict": trained.state_dict(), "epoch": 1}, ckpt)
+    paths = load_embeddings(reference).paths[:3]
+    out = tmp_path / "ft.parquet"
+    report = visionzoo.embed(None, out, model="test_resnet", checkpoint=ckpt, file_list=_write_list(tmp_path, paths),
+                             workers=0, progress=False)
+    assert report["checkpoint"] == str(ckpt.resolve()) and not report["pretrained"] and report["tag"] == ""
+    want, _, _ = embed_images(trained, paths)  # forward_head(pre_logits=True) of the model with its classifier
+    np.testing.assert_allclose(load_embeddings(out).vectors, want, atol=1e-5)
+
+
+def _write_list(folder: Path, paths: list[str]) -> Path:
+    f = folder / "list.txt"
+    f.write_text("\n".join(paths) + "\n", encoding="utf-8")
+    return f

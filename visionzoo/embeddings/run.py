@@ -104,8 +104,9 @@ def build_embedder(model: str | nn.Module = DEFAULT_MODEL, *, checkpoint: str | 
 
     if isinstance(model, str):
         torch.manual_seed(0)
-        net = create_model(model, pretrained=pretrained and checkpoint is None, num_classes=0,
-                           checkpoint_path=checkpoint)
+        net = create_model(model, pretrained=pretrained and checkpoint is None, num_classes=0)
+        if checkpoint is not None:
+            _load_backbone(net, checkpoint)
         name = model
     else:
         net = model if getattr(model, "num_classes", 0) == 0 else _PreLogits(model)
@@ -116,12 +117,26 @@ def build_embedder(model: str | nn.Module = DEFAULT_MODEL, *, checkpoint: str | 
     tag = (getattr(cfg, "tag", None) or "") if (isinstance(model, str) and pretrained and checkpoint is None) else ""
     transform = create_transform(**resolve_model_data_config(net))
     identity = {"model": arch, "tag": tag, "model_name": name or arch,
-                "checkpoint": str(checkpoint) if checkpoint else None, "pretrained": bool(tag)}
+                "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None, "pretrained": bool(tag)}
     if optimize:
         from ..inference import optimize as _optimize
 
         net = _optimize(net)
     return net, transform, identity
+
+
+def _load_backbone(net: nn.Module, checkpoint: str | os.PathLike) -> None:
+    """Load a checkpoint's backbone into ``net`` (built without a classifier): a fine-tuned model's
+    classifier (``visionzoo train``: linear or MLP head, ``backbone.`` prefix) is left out."""
+    from ..pretrained.load import clean_state_dict, load_state_dict_file
+
+    sd = clean_state_dict(load_state_dict_file(checkpoint))
+    if sd and all(k.startswith(("backbone.", "head.")) for k in sd):  # MlpHeadClassifier(backbone, head)
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    missing, _classifier = net.load_state_dict(sd, strict=False)
+    if missing:
+        raise RuntimeError(f"checkpoint {checkpoint} does not fit the model: {len(missing)} missing key(s), "
+                           f"e.g. {', '.join(missing[:5])}")
 
 
 def _batches(net: nn.Module, transform: Any, files: Sequence[str], batches: Sequence[Sequence[int]], *,
@@ -154,18 +169,13 @@ def embed_images(model: str | nn.Module, paths: Sequence[str | os.PathLike], *, 
                  pretrained: bool = True, device: str = "cpu") -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
     """Embed a few images in memory (no files written): ``(vectors, paths embedded, failures)``.
 
-    ``model`` is a name or a network from :func:`build_embedder`; used for similarity queries.
+    ``model`` is a name or a network (a classifier gives its pre-logits, as in :func:`build_embedder`);
+    used for similarity queries.
     """
     files = [str(p) for p in paths]
-    if isinstance(model, str):
-        model, transform, _ = build_embedder(model, checkpoint=checkpoint, pretrained=pretrained, device=device)
-    else:
-        from ..data.config import resolve_model_data_config
-        from ..data.transforms import create_transform
-
-        transform = create_transform(**resolve_model_data_config(model))
+    net, transform, _ = build_embedder(model, checkpoint=checkpoint, pretrained=pretrained, device=device)
     vecs, ok, failed = [], [], []
-    for idx, vec, bad in _batches(model, transform, files, _chunks(range(len(files)), batch_size),
+    for idx, vec, bad in _batches(net, transform, files, _chunks(range(len(files)), batch_size),
                                   workers=workers, device=device, normalize=normalize):
         ok += [files[i] for i in idx]
         failed += [(files[i], e) for i, e in bad]
