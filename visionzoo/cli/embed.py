@@ -68,6 +68,6 @@ def run_embed(args: argparse.Namespace) -> int:
         if report["resumed"] else ""
     print(f"{report['embedded']} embeddings ({report['dim']} features, {report['model']}"
           f"{'.' + report['tag'] if report['tag'] else ''}) -> {report['output']}{resumed}")
-    print(f"{len(report['failed'])} unreadable image(s) skipped; {report['images_this_run']} embedded by "
+    print(f"{len(report['failed'])} unreadable image(s) skipped; {report['images_this_run']} image(s) read by "
           f"{report['world_size']} process(es){rate}; report: {report['report']}")
     return 0

@@ -43,6 +43,7 @@ def list_images(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None =
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    _check_inputs(inputs, file_list)
     found = [str(p) for p in find_images(inputs or [])]
     if file_list is not None:
         for line in Path(file_list).read_text(encoding="utf-8").splitlines():
@@ -50,6 +51,13 @@ def list_images(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None =
             if line and not line.startswith("#"):
                 found.append(line)
     return list(dict.fromkeys(found))
+
+
+def _check_inputs(inputs: Sequence[str | os.PathLike] | None, file_list: str | os.PathLike | None) -> None:
+    """A mistyped folder or list is an error, not a run over nothing (checked before the model loads)."""
+    missing = [str(p) for p in [*(inputs or []), *([file_list] if file_list else [])] if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"not found: {', '.join(missing[:5])}")
 
 
 class _ImageList(Dataset):
@@ -245,6 +253,7 @@ def embed(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     if batch_size < 1 or shard_size < 1 or workers < 0:
         raise ValueError("batch_size and shard_size must be at least 1, workers at least 0")
     paths = output_paths(out)
+    _check_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs, file_list)
     t_begin = time.perf_counter()
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = init_distributed(device, timeout_s=24 * 3600)  # ranks may wait long for each other at the end

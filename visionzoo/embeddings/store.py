@@ -199,7 +199,8 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
         meta = json.loads(raw) if raw else {}
         col = table.column("embedding").combine_chunks()
         dim = col.type.list_size if hasattr(col.type, "list_size") else int(meta.get("dim", 0))
-        vectors = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        vectors = flat.reshape(-1, dim) if dim else np.zeros((len(table), 0), np.float32)
         paths = table.column("path").to_pylist()
         models, tags = table.column("model").to_pylist(), table.column("tag").to_pylist()
         model = meta.get("model") or (models[0] if models else "")
