@@ -38,6 +38,8 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "eva": ("eva02_tiny_patch14_224", 56, dict(depth=2)),
     "mlp_mixer": ("mixer_s32_224", 64, dict(num_blocks=2)),
     "mobilenetv3": ("mobilenetv3_small_050", 64, {}),
+    "naflexvit": ("naflexvit_base_patch16_gap", 64, dict(depth=2)),
+    "qwen3_vit": ("qwen3_vit_88m_merge", 64, dict(depth=2)),
     "regnet": ("regnety_002", 64, {}),
     "resnet": ("test_resnet", 64, {}),
     "resnetv2": ("resnetv2_18", 64, {}),
@@ -45,6 +47,7 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
                          dict(window_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))),
     "vgg": ("vgg11", 64, dict(mlp_ratio=1 / 64)),
     "vision_transformer": ("test_vit", 64, {}),
+    "vitamin": ("vitamin_small_224", 64, dict(depth=2)),
     "vovnet": ("ese_vovnet19b_slim_dw", 64, {}),
 }
 
@@ -57,6 +60,8 @@ SCRIPT_XFAIL: dict[str, str] = {
     "ghostnet": "GhostModule reads an attribute it only sets in some configurations ('act')",
     "inception_next": "a module-typed parameter ('nn.Module' annotation)",
     "mambaout": "a module-typed parameter ('nn.Module' annotation)",
+    "naflexvit": "forward takes an image or a NaFlex patch dict (Union input; 'Unknown type constructor Sequence')",
+    "qwen3_vit": "keyword-only constructor arguments with defaults in the wrapped encoder ('Compiled functions can't take variable number of arguments')",
     "repghost": "GhostBottleneck reads an attribute it only sets in some configurations ('_dw')",
     "vision_transformer_relpos": "RelPosAttention.forward calls super().forward ('Tensor' object has no attribute or method 'forward')",
 }
