@@ -309,13 +309,19 @@ def embed(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         bar.close()
         barrier()
         seconds = time.perf_counter() - t0
-        report: list[Any] = [None]
-        if info.primary:
-            report = [_finish(paths, n_shards, key, normalize, resumed, pending, files, shard_size, seconds,
-                              time.perf_counter() - t_begin, info.world_size, workers, batch_size, optimize)]
+        report: list[Any] = [(None, None)]
+        if info.primary:  # a failed merge is raised on every rank, so none waits for a report forever
+            try:
+                report = [(_finish(paths, n_shards, key, normalize, resumed, pending, files, shard_size, seconds,
+                                   time.perf_counter() - t_begin, info.world_size, workers, batch_size, optimize), None)]
+            except Exception as e:  # noqa: BLE001 - re-raised below
+                report = [(None, e)]
         if info.distributed:
             dist.broadcast_object_list(report, src=0)
-        return report[0]
+        result, error = report[0]
+        if error is not None:
+            raise error
+        return result
     finally:
         if owns_group:
             cleanup_distributed()
