@@ -180,3 +180,63 @@ def test_hybrid_dynamic_img_size():
             assert m(x).shape == (1, 5)
             feats = m.forward_intermediates(x, indices=1, intermediates_only=True)
             assert feats[0].shape == (1, 32, size[0] // 8, size[1] // 8)
+
+
+# --------------------------------------------------------------------------------------------
+# SAM image encoder
+# --------------------------------------------------------------------------------------------
+
+from visionzoo.layers.rel_pos_bias import decomposed_rel_pos, get_rel_pos  # noqa: E402
+from visionzoo.models.vision_transformer_sam import VisionTransformerSAM  # noqa: E402
+
+
+def _sam(**kw) -> VisionTransformerSAM:
+    args = dict(img_size=64, patch_size=8, embed_dim=32, depth=2, num_heads=2, window_size=4,
+                global_attn_indexes=(1,), neck_chans=16, num_classes=5)
+    args.update(kw)
+    torch.manual_seed(0)
+    return VisionTransformerSAM(**args).eval()
+
+
+def test_decomposed_rel_pos_matches_explicit_sum():
+    torch.manual_seed(0)
+    rh, rw, q = torch.randn(5, 4), torch.randn(7, 4), torch.randn(2, 12, 4)
+    bias = decomposed_rel_pos(q, rh, rw, (3, 4), (3, 4)).reshape(2, 3, 4, 3, 4)
+    i, j, k, m = 2, 1, 0, 3  # query (2, 1), key (0, 3): offsets dy = 2, dx = -2
+    expect = q[:, i * 4 + j] @ rh[i - k + 2] + q[:, i * 4 + j] @ rw[j - m + 3]
+    torch.testing.assert_close(bias[:, i, j, k, m], expect)
+    # another size reads a resampled table with the same end points
+    assert get_rel_pos(6, 6, rh).shape == (6, 6, 4)
+
+
+def test_sam_windows_global_blocks_and_neck():
+    m = _sam()
+    assert m.blocks[0].window_size == 4 and m.blocks[1].window_size == 0
+    assert m.blocks[0].attn.rel_pos_h.shape == (7, 16) and m.blocks[1].attn.rel_pos_h.shape == (15, 16)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert m.forward_features(x).shape == (1, 16, 8, 8)
+        assert m(x).shape == (1, 5)
+        feats = m.forward_intermediates(x, indices=2, intermediates_only=True)
+    assert [f.shape for f in feats] == [(1, 32, 8, 8)] * 2
+    # a window that does not divide the grid pads the map (6 px windows on an 8 x 8 grid)
+    with torch.no_grad():
+        assert _sam(window_size=6)(x).shape == (1, 5)
+
+
+def test_sam_checkpoint_resampled_for_new_size():
+    src = _sam()
+    dst = _sam(img_size=96)
+    sd = VisionTransformerSAM.checkpoint_filter_fn(src.state_dict(), dst)
+    assert sd["pos_embed"].shape == (1, 12, 12, 32)
+    assert sd["blocks.1.attn.rel_pos_w"].shape == (23, 16)  # global block: table of the new grid
+    assert sd["blocks.0.attn.rel_pos_w"].shape == (7, 16)  # windowed block: unchanged
+    dst.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        assert dst(torch.randn(1, 3, 96, 96)).shape == (1, 5)
+    dyn = _sam(dynamic_img_size=True)
+    dyn.load_state_dict(src.state_dict())
+    with torch.no_grad():
+        x = torch.randn(1, 3, 64, 64)
+        torch.testing.assert_close(dyn(x), src(x))
+        assert dyn(torch.randn(1, 3, 80, 96)).shape == (1, 5)
