@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 from PIL import Image
+from test_train import digits_dir as digits8, one_thread  # noqa: F401  (fixtures: 8-px digits, 8 per class; 1 thread)
 
 from visionzoo.train.defaults import (augment_strength, augmentation, auto_layer_decay, head_warmup_steps,
                                       infer_img_size, inspect_images)
@@ -49,23 +50,6 @@ def tiny_model() -> str:
     if not is_model(MODEL):
         register_model(tinynet_defaults_test, name=MODEL, module="tinynet_defaults_test")
     return MODEL
-
-
-@pytest.fixture(scope="module")
-def digits8(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Digits at their native 8x8 px, 12 images per class: 8-px grayscale PNGs in class folders."""
-    pytest.importorskip("sklearn")
-    from visionzoo.data.dataset import write_digits_folder
-
-    return write_digits_folder(tmp_path_factory.mktemp("data") / "digits", val_fraction=0.25, limit_per_class=12)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,3 +198,20 @@ def test_pretrained_gets_layer_decay(tiny_model):
     assert recipe["layer_decay"] == d
     assert _resolve_layer_decay(TrainConfig(model=tiny_model), model, {}) is None
     assert _resolve_layer_decay(TrainConfig(model=tiny_model, pretrained=True, layer_decay=1.0), model, {}) is None
+
+
+def test_cli_lr_auto_by_default():
+    import argparse
+
+    from visionzoo.cli.train import _lr_choice, add_train_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    cfg = config_from_args(p.parse_args(["--model", "resnet18", "--data", "d"]))
+    assert cfg.lr == "auto" and cfg.sched == "onecycle" and cfg.warmup is None and cfg.img_size is None
+    assert cfg.scale is None and cfg.hflip is None and cfg.in_chans is None and cfg.label_smoothing == 0.1
+    assert config_from_args(p.parse_args(["--model", "m", "--lr", "3e-3"])).lr == 3e-3
+    assert _lr_choice("AUTO") == "auto"
+    for bad in ("fast", "0", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _lr_choice(bad)
