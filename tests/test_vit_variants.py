@@ -240,3 +240,39 @@ def test_sam_checkpoint_resampled_for_new_size():
         x = torch.randn(1, 3, 64, 64)
         torch.testing.assert_close(dyn(x), src(x))
         assert dyn(torch.randn(1, 3, 80, 96)).shape == (1, 5)
+
+
+# --------------------------------------------------------------------------------------------
+# DeepSeek vision tower
+# --------------------------------------------------------------------------------------------
+
+from visionzoo.models.deepseek_vit import DeepSeekEncoder, DeepSeekVit  # noqa: E402
+
+_DS_TINY = dict(img_size=42, patch_size=7, embed_dim=32, depth=2, num_heads=2, mlp_hidden=48)
+
+
+def test_deepseek_merge_tokens_groups_neighbourhoods():
+    enc = DeepSeekEncoder(**_DS_TINY, aligner_dim=8)
+    x = torch.arange(6 * 6, dtype=torch.float32).reshape(1, 36, 1).expand(1, 36, 32)
+    merged = enc.merge_tokens(x, (6, 6))
+    assert merged.shape == (1, 4, 9 * 32)
+    # second merged token = rows 0..2, cols 3..5 of the grid, row-major
+    assert merged[0, 1, ::32].tolist() == [3, 4, 5, 9, 10, 11, 15, 16, 17]
+    assert enc.merge_tokens(torch.randn(1, 20, 32), (4, 5)).shape == (1, 4, 9 * 32)  # padded to 6 x 6
+
+
+def test_deepseek_layouts():
+    torch.manual_seed(0)
+    enc = DeepSeekEncoder(**_DS_TINY, aligner_dim=8).eval()
+    assert not any(k.startswith("blocks.0.mlp") and k.endswith("bias") for k in enc.state_dict())
+    x = torch.randn(1, 3, 42, 42)
+    with torch.no_grad():
+        assert enc.forward_aligned(x).shape == (1, 4, 8)
+    wrapped = DeepSeekVit(**_DS_TINY, use_aligner=True, aligner_dim=8, num_classes=3).eval()
+    assert wrapped.num_features == 8 and wrapped.feature_info[0]["module"] == "encoder.blocks.0"
+    with torch.no_grad():
+        assert wrapped(x).shape == (1, 3)
+        feats = wrapped.forward_intermediates(x, indices=1, intermediates_only=True)
+    assert feats[0].shape == (1, 32, 6, 6)
+    wrapped.prune_intermediate_layers(indices=1)
+    assert wrapped.encoder.aligner is None
