@@ -14,8 +14,8 @@ import torch.nn as nn
 from PIL import Image
 from test_train import digits_dir as digits8, one_thread  # noqa: F401  (fixtures: 8-px digits, 8 per class; 1 thread)
 
-from visionzoo.train.defaults import (augment_strength, augmentation, auto_layer_decay, head_warmup_steps,
-                                      infer_img_size, inspect_images)
+from visionzoo.train.defaults import (augment_strength, augmentation, auto_layer_decay, eval_crop_pct,
+                                      head_warmup_steps, infer_img_size, inspect_images)
 from visionzoo.train.lr_finder import lr_range_test, plot_lr_finder, suggest_lr
 from visionzoo.train.scheduler import Scheduler
 
@@ -73,6 +73,11 @@ def test_augmentation_gentle_for_small_images_and_sets():
     a0, a1 = augmentation(small), augmentation(large)
     assert a0["scale"][0] > 0.65 and a0["hflip"] == 0.0 and a0["ratio"][1] < 1.12
     assert a1["scale"] == (0.08, 1.0) and a1["hflip"] == 0.5 and math.isclose(a1["ratio"][1], 4 / 3, rel_tol=1e-3)
+
+
+def test_eval_crop_matches_the_mean_training_crop():
+    assert eval_crop_pct((1.0, 1.0)) == 1.0 and eval_crop_pct((0.7, 1.0)) == round(math.sqrt(0.85), 3)
+    assert math.isclose(eval_crop_pct((0.08, 1.0)), 0.735, abs_tol=1e-3)
 
 
 def test_auto_layer_decay_gives_the_first_layer_a_tenth():
@@ -160,7 +165,8 @@ def test_train_infers_and_writes_recipe(tmp_path, tiny_model, digits8, capsys):
     assert recipe["lr_source"] == "lr range test" and 1e-6 <= recipe["lr"] <= 1.0
     assert recipe["lr_finder"]["steps"] >= 3 and recipe["sched"] == "onecycle"
     assert recipe["augmentation"]["hflip"] == 0.0 and recipe["augmentation"]["scale"][0] > 0.65
-    assert recipe["data_config"]["crop_pct"] == 1.0 and recipe["head_warmup_steps"] == 0
+    assert recipe["data_config"]["crop_pct"] == eval_crop_pct(recipe["augmentation"]["scale"])
+    assert 0.9 < recipe["data_config"]["crop_pct"] < 0.95 and recipe["head_warmup_steps"] == 0
     assert (out / "lr_finder.csv").is_file() and (out / "metrics.csv").is_file()
     assert recipe["warmup_steps"] == max(1, round(0.25 * recipe["steps_per_epoch"]))
     # resuming reuses the recorded lr (no second range test)

@@ -29,8 +29,8 @@ from torch.utils.data.distributed import DistributedSampler
 from ..data.dataset import (DatasetError, ImageFolder, builtin_dataset_dir, check_images, find_classes,
                             find_split_dirs, split_samples)
 from .checkpoint import FORMAT, ResumeError, get_rng_state, load_training_checkpoint, save_checkpoint, set_rng_state
-from .defaults import (ImageStats, augment_strength, augmentation, auto_layer_decay, head_warmup_steps,
-                       infer_img_size, inspect_images)
+from .defaults import (ImageStats, augment_strength, augmentation, auto_layer_decay, eval_crop_pct,
+                       head_warmup_steps, infer_img_size, inspect_images)
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 from .ema import ModelEma
 from .metrics import AverageMeter, plot_metrics, topk_correct, write_csv
@@ -390,7 +390,7 @@ def _find_train_classes(cfg: TrainConfig) -> list[str]:
 
 
 def _setup_model(cfg: TrainConfig, num_classes: int, device: torch.device, stats: ImageStats | None,
-                 recipe: dict[str, Any]) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+                 recipe: dict[str, Any], num_train: int = 0) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """The model (seeded, frozen / checkpointed as asked, on ``device``), its data config and info.
 
     Channels, input size and eval crop left unset in ``cfg`` follow the data (``stats``); what was
@@ -414,9 +414,10 @@ def _setup_model(cfg: TrainConfig, num_classes: int, device: torch.device, stats
         inferred.append(f"img_size {img_size} (median short side {stats.median_short_side:g} px of "
                         f"{stats.count} sampled images; model default {model_size}"
                         f"{'; pretrained: at least a quarter of it' if cfg.pretrained else ''})")
-        if crop_pct is None and img_size < model_size:
-            crop_pct = 1.0  # images about the input size: an eval crop would only cut content off
-            inferred.append("crop_pct 1.0 (input size follows the images)")
+        if crop_pct is None and img_size < model_size:  # the model's crop_pct was meant for its own size
+            scale = cfg.scale if cfg.scale is not None else augmentation(augment_strength(img_size, num_train))["scale"]
+            crop_pct = eval_crop_pct(scale)
+            inferred.append(f"crop_pct {crop_pct:g} (objects at the training crops' mean scale)")
     data_cfg = resolve_data_config({"img_size": img_size, "in_chans": in_chans, "crop_pct": crop_pct,
                                     "interpolation": cfg.interpolation, "mean": cfg.mean, "std": cfg.std},
                                    model=backbone)
@@ -598,7 +599,7 @@ def _setup(cfg: TrainConfig, info: DistInfo) -> _Run:
     check_images(train_set, val_set)  # one error naming every unreadable file, before any step
     needs_stats = cfg.in_chans is None or cfg.img_size is None
     stats = inspect_images([p for p, _ in train_set.samples]) if needs_stats else None
-    model, data_cfg, minfo = _setup_model(cfg, len(classes), device, stats, recipe)
+    model, data_cfg, minfo = _setup_model(cfg, len(classes), device, stats, recipe, len(train_set))
     data = _setup_data(cfg, info, data_cfg, train_set, val_set, recipe)
     steps = len(data["train_loader"])
     layer_decay = _resolve_layer_decay(cfg, model, recipe)
