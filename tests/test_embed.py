@@ -275,3 +275,19 @@ def _write_list(folder: Path, paths: list[str]) -> Path:
     f = folder / "list.txt"
     f.write_text("\n".join(paths) + "\n", encoding="utf-8")
     return f
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
+def test_optimize_modes_keep_the_embeddings(tmp_path, tiny_images, reference, mode):
+    """--optimize fp32 (torch path) and int8 (ONNX Runtime, calibrated on the readable images of the
+    list, skipping the corrupt ones) give nearly the same vectors as the eager run."""
+    if mode == "int8":
+        pytest.importorskip("onnxruntime")
+    from visionzoo.embeddings.similarity import unit_rows
+
+    out = tmp_path / f"{mode}.npy"
+    assert main(["embed", str(tiny_images), "--out", str(out), *TINY, "--workers", "0", "--optimize", mode]) == 0
+    ref, got = load_embeddings(reference), load_embeddings(out)
+    assert got.paths == ref.paths
+    assert (unit_rows(ref.vectors) * unit_rows(got.vectors)).sum(1).min() > 0.99
+    assert json.loads(output_paths(out).report.read_text())["optimize"] == mode

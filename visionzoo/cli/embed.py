@@ -28,8 +28,12 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", action="store_true", help="L2-normalise each embedding")
     p.add_argument("--batch-size", "-b", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--workers", "-j", type=int, default=2, help="DataLoader worker processes per rank (default 2)")
-    p.add_argument("--optimize", action="store_true",
-                   help="run visionzoo.optimize on the model (BN folding, channels-last, bf16 where native)")
+    p.add_argument("--optimize", nargs="?", const="fp32", default=None, choices=("fp32", "onnxruntime", "int8"),
+                   help="faster inference: fp32 (visionzoo.optimize: BN folding, channels-last, bf16 where native; "
+                        "the default when given alone), onnxruntime (the float graph in ONNX Runtime) or int8 "
+                        "(static int8 in ONNX Runtime, calibrated on --calibration)")
+    p.add_argument("--calibration", default=None, metavar="DIR",
+                   help="images to calibrate --optimize int8 on (default: the first 256 images of the list)")
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
                    help=f"images per committed shard: the unit of resuming and of work per rank (default {DEFAULT_SHARD_SIZE})")
     p.add_argument("--checkpoint", default=None, help="local checkpoint instead of the tag's pretrained weights")
@@ -51,6 +55,7 @@ def run_embed(args: argparse.Namespace) -> int:
     try:
         report = embed(args.inputs, args.out, model=args.model, file_list=args.file_list, normalize=args.normalize,
                        batch_size=args.batch_size, workers=args.workers, optimize=args.optimize,
+                       calibration=args.calibration,
                        shard_size=args.shard_size, checkpoint=args.checkpoint, pretrained=not args.no_pretrained,
                        device=args.device, overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt:

@@ -97,7 +97,7 @@ class _PreLogits(nn.Module):
 
 
 def build_embedder(model: str | nn.Module = DEFAULT_MODEL, *, checkpoint: str | os.PathLike | None = None,
-                   pretrained: bool = True, optimize: bool = False,
+                   pretrained: bool = True, optimize: bool | str = False, calibration: Any = None,
                    device: str | torch.device = "cpu") -> tuple[nn.Module, Any, dict[str, Any]]:
     """``(network, eval transform, identity)`` for embedding with ``model``.
 
@@ -105,6 +105,7 @@ def build_embedder(model: str | nn.Module = DEFAULT_MODEL, *, checkpoint: str | 
     module with a classifier is wrapped to return ``forward_head(pre_logits=True)``. Random weights
     are seeded, so every process of a run (and a resumed run) gets the same network. ``identity``
     (model, tag, name, checkpoint) goes into the output so that ``visionzoo similar`` can rebuild it.
+    ``optimize``: see :func:`optimize_embedder`.
     """
     from ..data.config import resolve_model_data_config
     from ..data.transforms import create_transform
@@ -126,11 +127,36 @@ def build_embedder(model: str | nn.Module = DEFAULT_MODEL, *, checkpoint: str | 
     transform = create_transform(**resolve_model_data_config(net))
     identity = {"model": arch, "tag": tag, "model_name": name or arch,
                 "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None, "pretrained": bool(tag)}
-    if optimize:
-        from ..inference import optimize as _optimize
-
-        net = _optimize(net)
+    if optimize_mode(optimize):
+        net = optimize_embedder(net, optimize, calibration)
     return net, transform, identity
+
+
+OPTIMIZE_MODES = ("fp32", "onnxruntime", "int8")
+
+
+def optimize_mode(optimize: bool | str | None) -> str | None:
+    """``False``/``None`` -> ``None``; ``True`` -> ``'fp32'``; else one of :data:`OPTIMIZE_MODES`."""
+    if optimize is None or optimize is False or optimize == "":
+        return None
+    mode = "fp32" if optimize is True else str(optimize).lower()
+    if mode not in OPTIMIZE_MODES:
+        raise ValueError(f"optimize must be one of {OPTIMIZE_MODES} (or True), got {optimize!r}")
+    return mode
+
+
+def optimize_embedder(net: nn.Module, optimize: bool | str, calibration: Any = None) -> nn.Module:
+    """:func:`visionzoo.optimize` for embedding: ``'fp32'`` (``True``) the torch path (BN folding,
+    channels-last, bfloat16 where native), ``'onnxruntime'`` the float graph in ONNX Runtime,
+    ``'int8'`` static int8 in ONNX Runtime calibrated on ``calibration`` (image paths or a folder)."""
+    from ..inference import optimize as _optimize
+
+    mode = optimize_mode(optimize)
+    if mode == "int8":
+        if calibration is None:
+            raise ValueError("optimize='int8' needs calibration images")
+        return _optimize(net, dtype="int8", calibration=calibration)
+    return _optimize(net, backend="onnxruntime" if mode == "onnxruntime" else "torch")
 
 
 def _load_backbone(net: nn.Module, checkpoint: str | os.PathLike) -> None:
@@ -192,6 +218,18 @@ def embed_images(model: str | nn.Module, paths: Sequence[str | os.PathLike], *, 
     return (np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)), ok, failed
 
 
+def _calibration_images(files: Sequence[str], n: int = 256) -> list[str]:
+    """The first ``n`` readable images of the list (int8 calibration; the same on every rank)."""
+    from ..data.dataset import find_unreadable_images
+
+    candidates = list(files[:2 * n])
+    bad = {p for p, _ in find_unreadable_images(candidates)}
+    good = [p for p in candidates if p not in bad][:n]
+    if not good:
+        raise ValueError("no readable image among the first ones of the list to calibrate int8 on; pass calibration")
+    return good
+
+
 def _digest(files: Sequence[str]) -> str:
     h = hashlib.sha256()
     for f in files:
@@ -233,7 +271,8 @@ def _prepare(paths: OutputPaths, files: list[str], key: dict[str, Any], overwrit
 def embed(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
           out: str | os.PathLike = "embeddings.parquet", *, model: str | nn.Module = DEFAULT_MODEL,
           file_list: str | os.PathLike | None = None, normalize: bool = False, batch_size: int = 32,
-          workers: int = 2, optimize: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
+          workers: int = 2, optimize: bool | str = False, calibration: Any = None,
+          shard_size: int = DEFAULT_SHARD_SIZE,
           checkpoint: str | os.PathLike | None = None, pretrained: bool = True, device: str | None = None,
           overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Embed every image under ``inputs`` (and in ``file_list``) into ``out`` (``.parquet`` / ``.npy``).
@@ -242,6 +281,9 @@ def embed(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     committed atomically; a run that was killed resumes from its committed shards when called again
     with the same arguments. Unreadable images are skipped and listed in the report. Under
     ``torchrun`` each rank embeds a disjoint set of shards and rank 0 merges them.
+
+    ``optimize``: ``True``/``'fp32'``, ``'onnxruntime'`` or ``'int8'`` (see :func:`optimize_embedder`;
+    int8 calibrates on ``calibration``, by default the first 256 images of the list, the same on every rank).
 
     Returns the report (also written to ``<out stem>.report.json``): counts, ``failed`` images,
     ``images_per_s``, output paths.
@@ -258,9 +300,10 @@ def embed(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = init_distributed(device, timeout_s=24 * 3600)  # ranks may wait long for each other at the end
     try:
+        mode = optimize_mode(optimize)
         net, transform, identity = build_embedder(model, checkpoint=checkpoint, pretrained=pretrained,
-                                                  optimize=optimize, device=info.device)
-        key = {**identity, "normalize": bool(normalize), "optimize": bool(optimize), "shard_size": int(shard_size)}
+                                                  device=info.device)
+        key = {**identity, "normalize": bool(normalize), "optimize": mode, "shard_size": int(shard_size)}
         # rank 0 lists the images and finds the missing shards; the others get its answer (or its error)
         state: list[Any] = [None]
         if info.primary:
@@ -278,6 +321,8 @@ def embed(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         files, pending, resumed, key, error = state[0]
         if error is not None:
             raise error
+        if mode is not None and pending:
+            net = optimize_embedder(net, mode, calibration if calibration is not None else _calibration_images(files))
         n_shards = -(-len(files) // shard_size)
         mine = pending[info.rank::info.world_size]
         shard_of = {s: range(s * shard_size, min((s + 1) * shard_size, len(files))) for s in mine}
@@ -313,7 +358,7 @@ def embed(inputs: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
         if info.primary:  # a failed merge is raised on every rank, so none waits for a report forever
             try:
                 report = [(_finish(paths, n_shards, key, normalize, resumed, pending, files, shard_size, seconds,
-                                   time.perf_counter() - t_begin, info.world_size, workers, batch_size, optimize), None)]
+                                   time.perf_counter() - t_begin, info.world_size, workers, batch_size, mode), None)]
             except Exception as e:  # noqa: BLE001 - re-raised below
                 report = [(None, e)]
         if info.distributed:
@@ -336,7 +381,7 @@ def _progress(total: int, enabled: bool, world_size: int) -> Any:
 
 def _finish(paths: OutputPaths, n_shards: int, key: dict[str, Any], normalize: bool, resumed: bool,
             pending: list[int], files: list[str], shard_size: int, seconds: float, total_s: float,
-            world_size: int, workers: int, batch_size: int, optimize: bool) -> dict[str, Any]:
+            world_size: int, workers: int, batch_size: int, optimize: str | None) -> dict[str, Any]:
     """Rank 0, all shards done: merge, write the report, drop the work folder."""
     records = [read_shard_record(paths, i) for i in range(n_shards)]
     dims = [r["dim"] for r in records if r and r["embedded"]]
@@ -349,7 +394,7 @@ def _finish(paths: OutputPaths, n_shards: int, key: dict[str, Any], normalize: b
               "report": str(paths.report), **meta, "images": len(files), "embedded": rows,
               "failed": failed, "shards": n_shards, "resumed": resumed, "shards_done_before": n_shards - len(pending),
               "images_this_run": done_now, "world_size": world_size, "workers": workers, "batch_size": batch_size,
-              "optimize": bool(optimize), "embed_s": round(seconds, 3), "total_s": round(total_s, 3),
+              "optimize": optimize, "embed_s": round(seconds, 3), "total_s": round(total_s, 3),
               "images_per_s": round(done_now / seconds, 3) if seconds > 0 and done_now else None}
     write_json_atomic(paths.report, report)
     remove_parts(paths)
