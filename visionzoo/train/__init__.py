@@ -3,7 +3,7 @@
 Python API::
 
     from visionzoo.train import TrainConfig, train
-    result = train(TrainConfig(model="resnet18", dataset="digits", in_chans=1, img_size=32, epochs=5))
+    result = train(TrainConfig(model="resnet18", data="DIR", epochs=3))  # lr, size, channels... from the data
 
 The ``visionzoo train`` / ``visionzoo validate`` commands wrap :func:`train` and :func:`evaluate`.
 """
@@ -14,7 +14,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "engine", "train": "engine", "evaluate": "engine", "build_datasets": "engine",
-    "create_loader": "engine",
+    "create_loader": "engine", "write_recipe": "engine", "lr_range_test": "lr_finder", "plot_lr_finder": "lr_finder",
     "create_optimizer": "optim", "param_groups": "optim", "param_layer_ids": "optim", "Lamb": "optim",
     "Scheduler": "scheduler", "ModelEma": "ema", "Mixup": "mixup", "SoftTargetCrossEntropy": "mixup",
     "save_checkpoint": "checkpoint", "load_training_checkpoint": "checkpoint", "ResumeError": "checkpoint",
