@@ -123,3 +123,21 @@ def test_dpn_dual_paths_add_residual_and_grow_dense() -> None:
         assert torch.equal(final, model.forward_features(x))
     assert [m.shape[1] for m in maps] == [f["num_chs"] for f in model.feature_info]
     assert model(x).shape == (1, 5)
+
+
+def test_xception_intermediates_equal_hooked_feature_maps() -> None:
+    """The reference's feature modules ``blockN.rep.0`` are the next block's first ReLU: the levels
+    ``forward_intermediates`` reads after block N-1 (ReLU'd) equal what hooks on them catch."""
+    torch.manual_seed(0)
+    model = visionzoo.create_model("legacy_xception", num_classes=3).eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        fmodel = visionzoo.create_model("legacy_xception", features_only=True)
+        missing, _ = fmodel.load_state_dict({f"body.{k}": v for k, v in model.state_dict().items()}, strict=False)
+        assert not missing
+        hooked = fmodel.eval()(x)
+    assert [m.shape[1] for m in maps] == [64, 128, 256, 728, 2048]
+    for a, b in zip(maps, hooked):
+        torch.testing.assert_close(a, b)
