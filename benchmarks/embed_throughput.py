@@ -45,11 +45,11 @@ def make_images(folder: Path, n: int, seed: int = 0) -> None:
         crop.resize((side, side * ch // cw), Image.BILINEAR).save(folder / f"{i:05d}.jpg", quality=90)
 
 
-def run(images: Path, out: Path, model: str, nproc: int, optimize: bool, batch: int, workers: int) -> dict:
+def run(images: Path, out: Path, model: str, nproc: int, optimize: str, batch: int, workers: int) -> dict:
     embed = ["embed", str(images), "--out", str(out), "--model", model, "--batch-size", str(batch),
              "--shard-size", str(batch), "--workers", str(workers), "--no-progress", "--json", "--overwrite"]
-    if optimize:
-        embed.append("--optimize")
+    if optimize != "none":
+        embed += ["--optimize", optimize]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     if nproc == 1:
         cmd = [sys.executable, "-m", "visionzoo", *embed]
@@ -83,14 +83,16 @@ def main() -> None:
     ap.add_argument("--model", default="tf_efficientnet_lite0.pypi_in1k")
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--modes", nargs="+", default=["none", "fp32"], choices=("none", "fp32", "onnxruntime", "int8"),
+                    help="--optimize modes to time (none = eager)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embed_throughput.md"))
     args = ap.parse_args()
     import torch
 
     import statistics
 
-    configs = [(nproc, optimize) for nproc in args.procs for optimize in (False, True)]
-    runs: dict[tuple[int, bool], list[dict]] = {c: [] for c in configs}
+    configs = [(nproc, optimize) for nproc in args.procs for optimize in args.modes]
+    runs: dict[tuple[int, str], list[dict]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         make_images(images, args.images)
@@ -118,7 +120,7 @@ def main() -> None:
     ]
     for (nproc, optimize), reps in runs.items():
         ips = [r["images_per_s"] for r in reps]
-        lines.append(f"| {nproc} | {'yes' if optimize else 'no'} | {statistics.median(ips):.2f} | "
+        lines.append(f"| {nproc} | {'no' if optimize == 'none' else optimize} | {statistics.median(ips):.2f} | "
                      f"{min(ips):.2f} - {max(ips):.2f} | {statistics.median(r['embed_s'] for r in reps):.1f} | "
                      f"{statistics.median(r['wall_s'] for r in reps):.1f} |")
     lines += ["", f"{args.repeat} run(s) per configuration."]
