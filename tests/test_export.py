@@ -45,6 +45,13 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "resnetv2": ("resnetv2_18", 64, {}),
     "swin_transformer": ("swin_tiny_patch4_window7_224", 64,
                          dict(window_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))),
+    "swin_transformer_v2": ("swinv2_tiny_window8_256", 64,
+                            dict(window_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))),
+    "swin_transformer_v2_cr": ("swinv2_cr_tiny_224", 64,
+                               dict(window_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))),
+    "tiny_vit": ("tiny_vit_5m_224", 64, dict(depths=(1, 1, 2, 1))),  # 8x8 map in 14-windows: padding path
+    "hiera": ("hiera_tiny_224", 64, dict(stages=(1, 1, 2, 1))),
+    "hieradet_sam2": ("sam2_hiera_tiny", 128, dict(stages=(1, 1, 2, 1), global_att_blocks=(3,))),
     "vgg": ("vgg11", 64, dict(mlp_ratio=1 / 64)),
     "vision_transformer": ("test_vit", 64, {}),
     "vitamin": ("vitamin_small_224", 64, dict(depth=2)),
