@@ -218,13 +218,14 @@ class AttentionPoolLatent(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.trunc_normal_(self.latent, std=self.latent.shape[-1] ** -0.5)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``attn_mask`` (optional, e.g. ``[B, 1, 1, N]`` bool, True = attend) hides padding tokens."""
         b, n, c = x.shape
         q = self.q(self.latent.expand(b, -1, -1))
         q = q.reshape(b, self.latent_len, self.num_heads, self.head_dim).transpose(1, 2)
         k, v = self.kv(x).reshape(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        x = scaled_dot_product_attention(q, k, v, self.fused_attn, scale=self.scale)
+        x = scaled_dot_product_attention(q, k, v, self.fused_attn, attn_mask=attn_mask, scale=self.scale)
         x = x.transpose(1, 2).reshape(b, self.latent_len, c)
         x = self.proj_drop(self.proj(x))
         x = x + self.mlp(self.norm(x))
