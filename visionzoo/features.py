@@ -192,6 +192,7 @@ def create_feature_model(
                         "features_only is unsupported")
     cfg = resolve_feature_cfg(model, feature_cfg)
     family_cls = cfg["feature_cls"]
+    family_default = feature_cls is None
     if feature_cls is None:
         feature_cls = family_cls
     elif feature_cls not in FEATURE_CLS_CHOICES and feature_cls != family_cls:
@@ -209,6 +210,8 @@ def create_feature_model(
     if feature_cls in ("list", "dict", "hook"):
         cls = {"list": FeatureListNet, "dict": FeatureDictNet, "hook": FeatureHookNet}[feature_cls]
         flatten = kwargs.pop("flatten_sequential", cfg.get("flatten_sequential", False))
+        if feature_cls == "hook" and family_default and cfg.get("no_rewrite"):  # the family's own wrapper
+            return cls(model, out_indices, output_fmt=output_fmt, flatten_sequential=flatten, no_rewrite=True)
         return cls(model, out_indices, output_fmt=output_fmt, flatten_sequential=flatten)
     if feature_cls == "getter":
         return FeatureGetterNet(model, out_indices, output_fmt=output_fmt, norm=kwargs.get("norm", False),
@@ -366,7 +369,26 @@ class FeatureListNet(FeatureDictNet):
 class FeatureHookNet(FeatureDictNet):
     """The :class:`FeatureListNet` layout; the maps are the feature modules' outputs, caught by
     forward hooks while the model runs (tuples give their first element; 4-D outputs are put in
-    ``output_fmt``). ``forward`` returns a list."""
+    ``output_fmt``). ``forward`` returns a list.
+
+    ``no_rewrite=True`` (``feature_cfg`` key; NASNet, PNASNet): the reference's layout for models
+    it does not split into modules: the model (head removed) nested whole as ``body``.
+    """
+
+    def __init__(self, model: nn.Module, out_indices: Indices = None, output_fmt: str | None = None,
+                 flatten_sequential: bool = False, no_rewrite: bool = False) -> None:
+        if not no_rewrite:
+            super().__init__(model, out_indices, output_fmt=output_fmt, flatten_sequential=flatten_sequential)
+            return
+        nn.Module.__init__(self)
+        if out_indices is None:
+            out_indices = default_out_indices(model)
+        take, _ = feature_take_indices(len(model.feature_info), out_indices)
+        model.prune_intermediate_layers(take, prune_head=True)
+        self.body = model
+        object.__setattr__(self, "model", model)  # the same module, for the shared wrapper code
+        self.flatten_sequential = False
+        self._init_common(model, take, output_fmt or getattr(model, "output_fmt", None) or "NCHW")
 
     def _collect(self, x: torch.Tensor) -> list[torch.Tensor]:
         levels = self._levels()
