@@ -127,3 +127,52 @@ def test_fastvit_optimize_fuses_automatically():
     with torch.no_grad():
         out = opt(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+# --- LeViT --------------------------------------------------------------------------------------
+
+def test_levit_conv_and_linear_modes_agree():
+    """The same weights (linear <-> 1x1 conv reshaped by checkpoint_filter_fn) give the same logits."""
+    torch.manual_seed(0)
+    lin = visionzoo.create_model("levit_128s").eval()
+    _randomize_norms(lin)
+    conv = visionzoo.create_model("levit_conv_128s").eval()
+    conv.load_state_dict(conv.checkpoint_filter_fn(lin.state_dict(), conv))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = lin(x)
+        torch.testing.assert_close(conv(x), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+        maps_lin = lin.forward_intermediates(x, intermediates_only=True)
+        maps_conv = conv.forward_intermediates(x, intermediates_only=True)
+    for a, b in zip(maps_lin, maps_conv):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
+def test_levit_distillation_head():
+    torch.manual_seed(0)
+    model = visionzoo.create_model("levit_128s", num_classes=5).eval()
+    feats = torch.randn(2, 196, 128)
+    with torch.no_grad():
+        x = model.stages(feats)
+        pooled = model.forward_head(x, pre_logits=True)
+        torch.testing.assert_close(model.forward_head(x), (model.head(pooled) + model.head_dist(pooled)) / 2)
+    model.train()
+    model.set_distilled_training(True)
+    out = model(torch.randn(2, 3, 224, 224))
+    assert isinstance(out, tuple) and len(out) == 2 and out[0].shape == (2, 5)
+    model.set_distilled_training(False)
+    assert model(torch.randn(2, 3, 224, 224)).shape == (2, 5)
+    model.reset_classifier(3)
+    assert model.head_dist.linear.out_features == 3
+    assert not hasattr(visionzoo.create_model("levit_256d"), "head_dist")  # published without one
+
+
+def test_levit_attention_biases_resampled_for_new_size():
+    src = visionzoo.create_model("levit_128s").eval()
+    dst = visionzoo.create_model("levit_128s", img_size=288).eval()
+    sd = dst.checkpoint_filter_fn(src.state_dict(), dst)
+    assert sd["stages.0.blocks.0.attn.attention_biases"].shape == (4, 18 * 18)
+    dst.load_state_dict(sd)
+    with torch.no_grad():
+        assert dst(torch.randn(1, 3, 288, 288)).shape == (1, 1000)

@@ -245,6 +245,7 @@ class EfficientVitMsra(FeatureMixin, ModelForwardMixin, nn.Module):
             self.global_pool = SelectAdaptivePool2d(global_pool, flatten=True)
         self.head = NormLinearHead(self.num_features, num_classes, self.drop_rate) if num_classes > 0 \
             else nn.Identity()
+        self.head.train(self.training)  # a new head follows the model's mode (its BN in eval)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.patch_embed(x))
