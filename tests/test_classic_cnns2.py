@@ -141,3 +141,44 @@ def test_xception_intermediates_equal_hooked_feature_maps() -> None:
     assert [m.shape[1] for m in maps] == [64, 128, 256, 728, 2048]
     for a, b in zip(maps, hooked):
         torch.testing.assert_close(a, b)
+
+
+def test_hrnet_fusion_keeps_every_branch_resolution() -> None:
+    from visionzoo.models.hrnet import HighResolutionModule
+    from visionzoo.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    m = HighResolutionModule((4, 8, 16), (1, 1, 1), BasicBlock).eval()
+    xs = [torch.randn(1, 4, 16, 16), torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4)]
+    with torch.no_grad():
+        out = m(xs)
+    assert [tuple(o.shape) for o in out] == [tuple(x.shape) for x in xs]
+    assert all((o >= 0).all() for o in out)  # fused sums go through a ReLU
+
+
+def test_hrnet_incremental_features_and_classification_head() -> None:
+    """features_only is the reference's incremental mode (stem map + the four widened branch maps, the
+    head's folding convs, final conv and classifier gone); the classifier folds those same maps."""
+    torch.manual_seed(0)
+    model = visionzoo.create_model("hrnet_w18_small", num_classes=5).eval()
+    _randomise_bn(model)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        fold = maps[1]
+        for i, down in enumerate(model.downsamp_modules):
+            fold = maps[i + 2] + down(fold)
+        torch.testing.assert_close(model.final_layer(fold), final)
+    assert [m.shape[1] for m in maps] == [64, 128, 256, 512, 1024]
+    assert [64 // m.shape[-1] for m in maps] == [2, 4, 8, 16, 32]
+
+    fmodel = visionzoo.create_model("hrnet_w18_small", features_only=True)
+    assert type(fmodel).__name__ == "HighResolutionNetFeatures"
+    keys = list(fmodel.state_dict())
+    assert keys[-1].startswith("incre_modules.3.") and not any(
+        k.startswith(("downsamp_modules", "final_layer", "classifier")) for k in keys)
+    fmodel.load_state_dict({k: v for k, v in model.state_dict().items() if k in set(keys)})
+    with torch.no_grad():
+        for a, b in zip(fmodel.eval()(x), maps):
+            torch.testing.assert_close(a, b)
