@@ -1,0 +1,327 @@
+"""Gemma 4 vision encoder as an image backbone.
+
+Model card: Google DeepMind, 2026, "Gemma 4" (vision tower of the Gemma 4 E4B / 31B models).
+
+A ViT on 16 px patches (a bias-free linear projection of flattened patches) with a factorised
+learned position table (one row table and one column table, ``[2, 10240, C]``), sandwich-normed
+blocks (RMSNorm before and after attention and before and after the MLP), per-head RMS q/k
+normalisation, 2-D rotary embeddings, a gated GELU MLP, and projections that can clip their input
+and output (``input_min``/``input_max``/``output_min``/``output_max`` buffers of the smaller tower).
+The encoder pools 3x3 patch neighbourhoods into the tokens the language model reads; the larger
+tower standardises them with a learned ``std_bias``/``std_scale``.
+
+* ``gemma4_vit_<size>_enc``: the encoder; ``forward`` returns the pooled tokens;
+* ``gemma4_vit_<size>``: the encoder under ``encoder.`` with a global average pool.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..layers.activations import LayerType, get_act_layer
+from ..layers.attention import scaled_dot_product_attention
+from ..layers.config import use_fused_attn
+from ..layers.drop import DropPath
+from ..layers.grad_checkpoint import checkpoint_module
+from ..layers.helpers import to_2tuple
+from ..layers.rope import AxialRope, apply_rope
+from ..layers.weight_init import trunc_normal_
+from .base import FeatureMixin, Variant, register_family
+from .naflexvit import patchify
+from .qwen3_vit import _PooledHead
+
+__all__ = ["Gemma4VisionEncoder", "Gemma4Vit", "ClippableLinear", "VARIANTS"]
+
+
+class ClippableLinear(nn.Module):
+    """Bias-free linear whose input and output may be clamped to stored ranges (``clip=True``;
+    the ranges are +-inf until a checkpoint sets them)."""
+
+    def __init__(self, in_features: int, out_features: int, clip: bool = False) -> None:
+        super().__init__()
+        self.clip = clip
+        if clip:
+            for name, v in (("input_min", -float("inf")), ("input_max", float("inf")),
+                            ("output_min", -float("inf")), ("output_max", float("inf"))):
+                self.register_buffer(name, torch.tensor(v))
+        self.linear = nn.Linear(in_features, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.clip:
+            x = torch.clamp(x, self.input_min, self.input_max)
+            return torch.clamp(self.linear(x), self.output_min, self.output_max)
+        return self.linear(x)
+
+
+class Gemma4Attention(nn.Module):
+    """Self-attention with RMS-normed queries/keys (learned scale), RMS-normed values (no scale)
+    and 2-D RoPE; the softmax is not rescaled (q/k norms set the logit scale)."""
+
+    def __init__(self, dim: int, num_heads: int, clip: bool = False, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.fused_attn = use_fused_attn()
+        self.q_proj = ClippableLinear(dim, dim, clip)
+        self.k_proj = ClippableLinear(dim, dim, clip)
+        self.v_proj = ClippableLinear(dim, dim, clip)
+        self.o_proj = ClippableLinear(dim, dim, clip)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=eps)
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=eps)
+        self.v_norm = nn.RMSNorm(self.head_dim, eps=eps, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor, rope: Optional[torch.Tensor] = None) -> torch.Tensor:
+        b, n, c = x.shape
+        q = self.q_norm(self.q_proj(x).reshape(b, n, self.num_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).reshape(b, n, self.num_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_norm(self.v_proj(x).reshape(b, n, self.num_heads, self.head_dim)).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, rope, half=True).type_as(v), apply_rope(k, rope, half=True).type_as(v)
+        x = scaled_dot_product_attention(q, k, v, self.fused_attn, scale=1.0)
+        return self.o_proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class GatedMlp(nn.Module):
+    """``down(act(gate(x)) * up(x))`` with clippable projections."""
+
+    def __init__(self, dim: int, hidden: int, act_layer: LayerType = "gelu_tanh", clip: bool = False) -> None:
+        super().__init__()
+        self.gate_proj = ClippableLinear(dim, hidden, clip)
+        self.up_proj = ClippableLinear(dim, hidden, clip)
+        self.act = get_act_layer(act_layer)()
+        self.down_proj = ClippableLinear(hidden, dim, clip)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Gemma4Block(nn.Module):
+    """``x + norm2(attn(norm1(x)))``, then ``x + norm4(mlp(norm3(x)))`` (RMSNorms)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, clip: bool = False,
+                 act_layer: LayerType = "gelu_tanh", drop_path: float = 0.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm1 = nn.RMSNorm(dim, eps=eps)
+        self.attn = Gemma4Attention(dim, num_heads, clip, eps)
+        self.norm2 = nn.RMSNorm(dim, eps=eps)
+        self.norm3 = nn.RMSNorm(dim, eps=eps)
+        self.mlp = GatedMlp(dim, mlp_hidden, act_layer, clip)
+        self.norm4 = nn.RMSNorm(dim, eps=eps)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, rope: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = x + self.drop_path(self.norm2(self.attn(self.norm1(x), rope)))
+        return x + self.drop_path(self.norm4(self.mlp(self.norm3(x))))
+
+
+class Gemma4PatchEmbed(nn.Module):
+    """Linear projection of ``(ph, pw, C)`` patches of ``2x - 1`` pixels, plus the factorised
+    position table: row ``r`` of table 0 (columns) and row ``r`` of table 1 (rows) summed."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, max_positions: int = 10240) -> None:
+        super().__init__()
+        self.patch_size = to_2tuple(patch_size)
+        self.position_embedding_table = nn.Parameter(torch.zeros(2, max_positions, embed_dim))
+        self.input_proj = nn.Linear(self.patch_size[0] * self.patch_size[1] * in_chans, embed_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        patches, (gh, gw) = patchify(2.0 * x - 1.0, self.patch_size)
+        x = self.input_proj(patches)
+        t = self.position_embedding_table
+        pos = t[0, :gw].unsqueeze(0) + t[1, :gh].unsqueeze(1)  # [gh, gw, C]
+        return x + pos.reshape(1, gh * gw, -1).to(x.dtype), (gh, gw)
+
+
+class Gemma4VisionEncoder(FeatureMixin, nn.Module):
+    """The Gemma 4 vision tower (module docstring); ``forward`` returns the 3x3-pooled tokens,
+    ``forward_head`` a pooled embedding (``global_pool``) and optional classifier."""
+    feature_cfg = {"feature_cls": "getter", "flatten_sequential": False}
+
+    def __init__(self, *, img_size: int | Sequence[int] = 768, patch_size: int = 16, in_chans: int = 3,
+                 num_classes: int = 0, global_pool: str = "avg", embed_dim: int = 768, depth: int = 16,
+                 num_heads: int = 12, mlp_hidden: int = 3072, clip: bool = False, standardize: bool = False,
+                 pool_kernel: int = 3, rope_temperature: float = 100.0, act_layer: LayerType = "gelu_tanh",
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.num_classes, self.global_pool = num_classes, global_pool or "avg"
+        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
+        self.num_prefix_tokens = 0
+        self.grad_checkpointing = False
+        self.img_size = to_2tuple(img_size)
+        self.pool_kernel = pool_kernel
+        # fixed statistics from the checkpoint (buffers, not trained)
+        self.register_buffer("std_bias", torch.zeros(embed_dim) if standardize else None)
+        self.register_buffer("std_scale", torch.ones(embed_dim) if standardize else None)
+        self.patch_embed = Gemma4PatchEmbed(patch_size, in_chans, embed_dim)
+        grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        self.rope = AxialRope(embed_dim // num_heads, grid=grid, temperature=rope_temperature, half=True)
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.Sequential(*[Gemma4Block(embed_dim, num_heads, mlp_hidden, clip, act_layer, dpr[i])
+                                      for i in range(depth)])
+        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}")
+                             for i in range(depth)]
+        self.pool_head = _PooledHead(embed_dim, drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+        trunc_normal_(self.patch_embed.position_embedding_table, std=0.02)
+
+    def init_non_persistent_buffers(self) -> None:
+        self.rope.init_non_persistent_buffers()
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        if global_pool:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Tuple[int, int]]:
+        x, grid = self.patch_embed(x)
+        return x, self.rope.get_embed([grid[0], grid[1]]), grid
+
+    def _run_block(self, blk: nn.Module, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint_module(blk, x, rope)
+        return blk(x, rope)
+
+    def pool_tokens(self, x: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        """``k x k`` average pooling of the patch grid (the LM's image tokens), then the optional
+        learned standardisation."""
+        b, _, c = x.shape
+        k = self.pool_kernel
+        x = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])
+        x = F.avg_pool2d(x, k, k).flatten(2).transpose(1, 2)
+        if self.std_bias is not None and self.std_scale is not None:
+            x = (x - self.std_bias) * self.std_scale
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, rope, grid = self._embed(x)
+        for blk in self.blocks:
+            x = self._run_block(blk, x, rope)
+        return self.pool_tokens(x, grid)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool_head(x, self.global_pool)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled image tokens ``[B, N/9, C]``; with a classifier (``num_classes > 0``) its logits."""
+        x = self.forward_features(x)
+        return self.forward_head(x) if self.num_classes > 0 else x
+
+    # ---- features ----------------------------------------------------------------------
+    _stem_level = False
+    _output_fmts = ("NCHW", "NLC")
+
+    def _forward_stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        x, rope, grid = self._embed(x)
+        self._run_rope: Optional[torch.Tensor] = rope
+        self._run_grid = grid
+        return x, None
+
+    def _feature_stages(self) -> List[nn.Module]:
+        return list(self.blocks)
+
+    def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return self._run_block(stage, x, self._run_rope)
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        self._run_rope = None
+        return self.pool_tokens(x, self._run_grid)
+
+    def _level_output(self, x: torch.Tensor, is_last: bool, norm: bool, output_fmt: str,
+                      in_size: Tuple[int, int]) -> torch.Tensor:
+        if output_fmt == "NLC":
+            return x
+        h, w = self._run_grid
+        return x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.blocks = self.blocks[:num_stages]
+
+
+class Gemma4Vit(FeatureMixin, nn.Module):
+    """The encoder under ``encoder.`` with a pooled head over its tokens."""
+    feature_cfg = {"feature_cls": "getter", "flatten_sequential": False}
+
+    def __init__(self, *, num_classes: int = 0, global_pool: str = "avg", drop_rate: float = 0.0,
+                 **encoder_args) -> None:
+        super().__init__()
+        self.encoder = Gemma4VisionEncoder(**encoder_args)
+        self.num_classes, self.global_pool = num_classes, global_pool
+        self.num_features = self.head_hidden_size = self.encoder.embed_dim
+        self.grad_checkpointing = False
+        self.feature_info = [dict(f) for f in self.encoder.feature_info]
+        self.pool_head = _PooledHead(self.num_features, drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def init_non_persistent_buffers(self) -> None:
+        self.encoder.init_non_persistent_buffers()
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.forward_features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool_head(x, self.global_pool)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    _stem_level = False
+    _output_fmts = ("NCHW", "NLC")
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        self.encoder.set_grad_checkpointing(enable)
+
+    def _forward_stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return self.encoder._forward_stem(x)
+
+    def _feature_stages(self) -> List[nn.Module]:
+        return self.encoder._feature_stages()
+
+    def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder._run_stage(index, stage, x)
+
+    def _final(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder._final(x)
+
+    def _level_output(self, x: torch.Tensor, is_last: bool, norm: bool, output_fmt: str,
+                      in_size: Tuple[int, int]) -> torch.Tensor:
+        return self.encoder._level_output(x, is_last, norm, output_fmt, in_size)
+
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.encoder._prune_to(num_stages, prune_norm)
+
+
+_e4b = dict(embed_dim=768, depth=16, num_heads=12, mlp_hidden=3072, clip=True)
+_31b = dict(embed_dim=1152, depth=27, num_heads=16, mlp_hidden=4304, standardize=True)
+VARIANTS: Dict[str, Variant] = {
+    "gemma4_vit_167m": Variant(Gemma4Vit, **_e4b),
+    "gemma4_vit_167m_enc": Variant(Gemma4VisionEncoder, **_e4b),
+    "gemma4_vit_570m": Variant(Gemma4Vit, **_31b),
+    "gemma4_vit_570m_enc": Variant(Gemma4VisionEncoder, **_31b),
+}
+register_family("gemma4_vit", VARIANTS)
