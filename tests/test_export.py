@@ -33,6 +33,7 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "byoanet": ("halonet26t", 64, {}),  # halonet_h1 (smallest) is ill-conditioned at random init
     "convnext": ("test_convnext", 64, {}),
     "deit": ("deit_tiny_distilled_patch16_224", 64, dict(depth=2)),
+    "deepseek_vit": ("deepseek_vit_412m_align", 56, dict(depth=2, aligner_dim=64)),  # 412M: 2 blocks, small aligner
     "densenet": ("densenet121", 64, dict(block_config=(2, 2, 2, 2))),
     "efficientnet": ("test_efficientnet", 64, {}),
     "eva": ("eva02_tiny_patch14_224", 56, dict(depth=2)),
@@ -54,6 +55,7 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "hieradet_sam2": ("sam2_hiera_tiny", 128, dict(stages=(1, 1, 2, 1), global_att_blocks=(3,))),
     "vgg": ("vgg11", 64, dict(mlp_ratio=1 / 64)),
     "vision_transformer": ("test_vit", 64, {}),
+    "vision_transformer_sam": ("samvit_base_patch16_224", 64, dict(depth=2, global_attn_indexes=(1,))),
     "vitamin": ("vitamin_small_224", 64, dict(depth=2)),
     "vovnet": ("ese_vovnet19b_slim_dw", 64, {}),
 }

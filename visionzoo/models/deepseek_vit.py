@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..layers.mlp import GluMlp, Mlp
 from .base import FeatureMixin, Variant, register_family
@@ -40,6 +41,7 @@ class DeepSeekEncoder(Eva):
         kwargs.setdefault("patch_size", 14)
         kwargs.setdefault("depth", 32)
         kwargs.setdefault("num_heads", 16)
+        kwargs.setdefault("dynamic_img_size", True)  # any multiple of the patch size (min 126 px)
         super().__init__(embed_dim=embed_dim, mlp_hidden=mlp_hidden, mlp_type="glu", qkv_mode="fused_bias",
                          class_token=False, use_abs_pos_emb=False, norm_layer=kwargs.pop("norm_layer", "rmsnorm"),
                          norm_eps=kwargs.pop("norm_eps", 1e-6), rope_type="axial", fc_norm=False,
@@ -63,18 +65,20 @@ class DeepSeekEncoder(Eva):
         x = x.reshape(b, h, w, c)
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
-            x = nn.functional.pad(x, (0, 0, 0, pw, 0, ph))
+            x = F.pad(x, (0, 0, 0, pw, 0, ph))
         hh, ww = (h + ph) // m, (w + pw) // m
         x = x.reshape(b, hh, m, ww, m, c).permute(0, 1, 3, 2, 4, 5)
         return x.reshape(b, hh * ww, m * m * c)
 
     def forward_aligned(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder tokens merged and projected by the aligner (the language model's visual tokens)."""
-        grid = self.patch_embed.dynamic_feat_size((x.shape[-2], x.shape[-1]))
+        patch = self.patch_embed.patch_size
+        grid = (x.shape[-2] // patch[0], x.shape[-1] // patch[1])
         x = self.forward_features(x)
-        if self.aligner is None:
+        aligner = self.aligner
+        if aligner is None:
             return x
-        return self.aligner(self.merge_tokens(x, grid))
+        return aligner(self.merge_tokens(x, grid))
 
 
 class DeepSeekVit(FeatureMixin, nn.Module):
