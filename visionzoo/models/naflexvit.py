@@ -557,7 +557,8 @@ _base = Variant(NaFlexVit, embed_dim=768, depth=12, num_heads=12, init_values=1e
                 global_pool="avg")
 _so150m2 = Variant(NaFlexVit, embed_dim=832, depth=21, num_heads=13, mlp_ratio=34 / 13, qkv_bias=False,
                    init_values=1e-5, reg_tokens=1)
-_siglip = Variant(NaFlexVit, embed_dim=768, depth=12, num_heads=12, global_pool="map", act_layer="gelu_tanh")
+_siglip = Variant(NaFlexVit, embed_dim=768, depth=12, num_heads=12, global_pool="map", act_layer="gelu_tanh",
+                  pos_embed_interp_mode="bilinear")
 _radio = Variant(NaFlexVit, img_size=512, class_token=True, reg_tokens=7, global_pool="token", final_norm=False,
                  pos_embed_grid_size=(128, 128), pos_embed_ar_preserving=True, pos_embed_interp_mode="bilinear",
                  pos_embed_align_corners=True)
