@@ -130,6 +130,8 @@ class DeepSeekVit(FeatureMixin, nn.Module):
 
     # ---- FeatureMixin hooks: the encoder's blocks (its own hooks do the work) ---------------
     def _forward_stem(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        patch = self.encoder.patch_embed.patch_size
+        self._grid = (x.shape[-2] // patch[0], x.shape[-1] // patch[1])  # for the aligner in _final
         return self.encoder._forward_stem(x)
 
     def _feature_stages(self) -> list[nn.Module]:
@@ -139,7 +141,12 @@ class DeepSeekVit(FeatureMixin, nn.Module):
         return self.encoder._run_stage(index, stage, x)
 
     def _final(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder._final(x)
+        """Final norm, then (aligned layout) the merged, aligned tokens: what forward_features gives."""
+        x = self.encoder._final(x)
+        aligner = self.encoder.aligner
+        if self.use_aligner and aligner is not None:
+            x = aligner(self.encoder.merge_tokens(x, self._grid))
+        return x
 
     def _level_output(self, x: torch.Tensor, is_last: bool, norm: bool, output_fmt: str,
                       in_size: tuple[int, int]) -> torch.Tensor:
