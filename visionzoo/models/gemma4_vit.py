@@ -201,7 +201,7 @@ class Gemma4VisionEncoder(FeatureMixin, nn.Module):
         b, _, c = x.shape
         k = self.pool_kernel
         x = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])
-        x = F.avg_pool2d(x, k, k).flatten(2).transpose(1, 2)
+        x = F.avg_pool2d(x, k, k).flatten(2).transpose(1, 2) * (c ** 0.5)  # LM embedding scale
         if self.std_bias is not None and self.std_scale is not None:
             x = (x - self.std_bias) * self.std_scale
         return x
