@@ -30,6 +30,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # family -> (arch, img_size, model kwargs): the smallest arch, shrunk where the family allows it
 REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "beit": ("beit_base_patch16_224", 64, dict(depth=2)),
+    # the one-architecture classic nets are large at 299-331 px: export them at 96 px (VALID stems need >= 75)
+    "inception_v3": ("inception_v3", 96, {}),
+    "inception_v4": ("inception_v4", 96, {}),
+    "inception_resnet_v2": ("inception_resnet_v2", 96, {}),
+    "nasnet": ("nasnetalarge", 96, {}),
+    "pnasnet": ("pnasnet5large", 96, {}),
+    "xception": ("legacy_xception", 96, {}),
     "byoanet": ("halonet26t", 64, {}),  # halonet_h1 (smallest) is ill-conditioned at random init
     "convnext": ("test_convnext", 64, {}),
     "deit": ("deit_tiny_distilled_patch16_224", 64, dict(depth=2)),
