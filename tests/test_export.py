@@ -301,6 +301,8 @@ def test_optimize_defaults() -> None:
     with pytest.raises(ValueError, match="already optimized"):
         optimize(fast)
     with pytest.raises(ValueError, match="unknown dtype"):
+        optimize(_Tricky().eval(), dtype="int4")
+    with pytest.raises(ValueError, match="needs calibration"):  # int8 exists, through ONNX Runtime
         optimize(_Tricky().eval(), dtype="int8")
 
 
