@@ -202,9 +202,10 @@ def quantize(model: nn.Module, calibration: Any, *, per_channel: bool = True, me
         source = pre_path
     except Exception:  # noqa: BLE001 - quantize the exported graph as is
         source = fp32_path
-    import onnxruntime as ort
+    import onnx
 
-    input_name = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    # the graph's first input (weights are initializers, not inputs); no session needed to read it
+    input_name = onnx.load(str(source), load_external_data=False).graph.input[0].name
     quantize_static(str(source), str(int8_path), _Reader(input_name, batches), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                     calibrate_method=methods[method])
