@@ -441,6 +441,9 @@ class FeatureGetterNet(_FeatureNet):
         self.model = model
         self.norm = norm
         self._init_common(model, take, output_fmt or getattr(model, "output_fmt", None) or "NCHW")
+        modules = [model.feature_info[i]["module"] for i in take]
+        if len(set(modules)) < len(modules):  # one module, several levels (CrossViT: one per branch)
+            self._returns = sorted((i, m, m) for i, m in zip(take, modules))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self._intermediates(x, norm=self.norm)
