@@ -154,3 +154,74 @@ def test_repvit_registered_model_builds_and_reparameterizes():
         ref = model(x)
         n = visionzoo.optimize(model, dtype=torch.float32, channels_last=False, example=x)(x)
     assert (n - ref).abs().max().item() <= 1e-4 * ref.abs().max().item() + 1e-5
+
+
+# --- EdgeNeXt ----------------------------------------------------------------------------------
+
+def test_edgenext_sdta_matches_naive_split_conv_and_channel_attention():
+    from visionzoo.models.edgenext import SplitTransposeBlock
+
+    torch.manual_seed(0)
+    blk = SplitTransposeBlock(10, num_scales=3, num_heads=2, use_pos_emb=True, ls_init_value=0.5).eval()
+    x = torch.randn(1, 10, 3, 4)
+    # Res2Net-style split: groups of ceil(10/3)=4,4,2; group i>0 adds group i-1's conv output first
+    a, b, c = x[:, :4], x[:, 4:8], x[:, 8:]
+    a = blk.convs[0](a)
+    b = blk.convs[1](b + a)
+    t = torch.cat([a, b, c], 1).flatten(2).transpose(1, 2) + blk.pos_embd(1, 3, 4).flatten(2).transpose(1, 2)
+    # cross-covariance attention: a (d x d) map per head over channels, from token-normalised q, k
+    q, k, v = (blk.norm_xca(t) @ blk.xca.qkv.weight.t() + blk.xca.qkv.bias).split(10, dim=-1)
+    heads = []
+    for h in range(2):
+        s = slice(5 * h, 5 * (h + 1))
+        qh, kh, vh = q[0, :, s].t(), k[0, :, s].t(), v[0, :, s].t()  # [d, N]
+        attn = (F.normalize(qh, dim=-1) @ F.normalize(kh, dim=-1).t() * blk.xca.temperature[h]).softmax(-1)
+        heads.append((attn @ vh).t())
+    t = t + 0.5 * blk.xca.proj(torch.cat(heads, -1)[None])
+    t = 0.5 * blk.mlp(blk.norm(t))
+    ref = x + t.transpose(1, 2).reshape(1, 10, 3, 4)
+    torch.testing.assert_close(blk(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_edgenext_downsampling_encoder_adds_to_the_strided_conv():
+    from visionzoo.models.edgenext import ConvEncoder
+
+    blk = ConvEncoder(8, kernel_size=5, conv_bias=False, in_chs=4).eval()
+    x = torch.randn(1, 4, 8, 8)
+    y = blk.conv_dw(x)
+    ref = y + (blk.mlp(blk.norm(y.permute(0, 2, 3, 1))) * blk.gamma).permute(0, 3, 1, 2)
+    torch.testing.assert_close(blk(x), ref)
+    assert blk(x).shape == (1, 8, 4, 4)
+
+
+# --- EfficientFormerV2 -------------------------------------------------------------------------
+
+def _tiny_effv2():
+    from visionzoo.models.efficientformer_v2 import EfficientFormerV2
+
+    return EfficientFormerV2(embed_dims=(8, 16, 24, 32), mlp_ratios=((2,), (2,), (2, 2), (2, 2)),
+                             num_attn=(0, 0, 1, 1), img_size=64, num_classes=5).eval()
+
+
+def test_efficientformerv2_distilled_heads_average_in_eval_and_split_in_training():
+    torch.manual_seed(0)
+    model = _tiny_effv2()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(model(x), (model.head(pooled) + model.head_dist(pooled)) / 2)
+        model.set_distilled_training(True)
+        model.train()
+        y, y_dist = model(x)
+    assert y.shape == y_dist.shape == (2, 5)
+
+
+def test_efficientformerv2_strided_attention_upsamples_back():
+    from visionzoo.models.efficientformer_v2 import Attention2d, Attention2dDownsample
+
+    attn = Attention2d(16, key_dim=4, num_heads=2, resolution=8, stride=2).eval()
+    assert attn.attention_biases.shape == (2, 16)  # 4x4 grid after the stride
+    assert attn(torch.randn(1, 16, 8, 8)).shape == (1, 16, 8, 8)
+    down = Attention2dDownsample(16, 24, key_dim=4, num_heads=2, resolution=8).eval()
+    assert down.attention_bias_idxs.shape == (16, 64)  # 4x4 queries over 8x8 keys
+    assert down(torch.randn(1, 16, 8, 8)).shape == (1, 24, 4, 4)
