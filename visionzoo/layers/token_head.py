@@ -6,12 +6,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["TokenLinearHeadMixin", "TOKEN_POOLS"]
+__all__ = ["TokenLinearHeadMixin", "TOKEN_POOLS", "check_token_pool"]
 
 TOKEN_POOLS = ("", "token", "avg")
 
 
 def check_token_pool(global_pool: str) -> str:
+    """``global_pool`` if it is a token pooling this head supports, else ValueError."""
     if global_pool not in TOKEN_POOLS:
         raise ValueError(f"global_pool must be '', 'token' or 'avg', got {global_pool!r}")
     return global_pool
@@ -24,7 +25,10 @@ class TokenLinearHeadMixin:
     def _init_token_head(self, num_classes: int, global_pool: str, drop_rate: float) -> None:
         self.num_classes, self.global_pool = num_classes, check_token_pool(global_pool)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = self._make_head(num_classes)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def get_classifier(self) -> nn.Module:
         return self.head
@@ -33,7 +37,7 @@ class TokenLinearHeadMixin:
         if global_pool is not None:
             self.global_pool = check_token_pool(global_pool)
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = self._make_head(num_classes)
 
     def _pool_tokens(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_pool == "avg":

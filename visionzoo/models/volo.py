@@ -151,8 +151,10 @@ class PatchEmbed(nn.Module):
         self.conv = nn.Sequential(
             nn.Conv2d(in_chans, hidden_dim, 7, stride=stem_stride, padding=3, bias=False),
             nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, bias=False), nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, bias=False), nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True))
+            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True))
         k = patch_size // stem_stride
         self.proj = nn.Conv2d(hidden_dim, embed_dim, kernel_size=k, stride=k)
         self.num_patches = (img_size // patch_size) ** 2
@@ -219,7 +221,8 @@ class Volo(FeatureMixin, TokenLinearHeadMixin, nn.Module):
                     Block(embed_dims[i], num_heads[i], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                               attn_drop=attn_drop_rate, drop_path=dpr[j]) for j in range(n)])
             network.append(stage)
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f"network.{len(network) - 1}"))
+            self.feature_info.append(
+                dict(num_chs=embed_dims[i], reduction=reduction, module=f"network.{len(network) - 1}"))
             if downsamples[i]:
                 network.append(Downsample(embed_dims[i], embed_dims[i + 1], 2))
                 reduction *= 2
