@@ -225,3 +225,22 @@ def test_efficientformerv2_strided_attention_upsamples_back():
     down = Attention2dDownsample(16, 24, key_dim=4, num_heads=2, resolution=8).eval()
     assert down.attention_bias_idxs.shape == (16, 64)  # 4x4 queries over 8x8 keys
     assert down(torch.randn(1, 16, 8, 8)).shape == (1, 24, 4, 4)
+
+
+# --- SHViT -------------------------------------------------------------------------------------
+
+def test_shvit_single_head_attention_on_a_channel_split():
+    from visionzoo.models.shvit import SingleHeadAttention
+
+    torch.manual_seed(0)
+    m = SingleHeadAttention(12, qk_dim=4, pdim=5).eval()
+    _randomise_bn(m)
+    x = torch.randn(2, 12, 3, 3)
+    x1 = m.pre_norm(x[:, :5]).flatten(2).transpose(1, 2)  # [B, N, pdim]
+    qkv = m.qkv(m.pre_norm(x[:, :5])).flatten(2).transpose(1, 2)
+    q, k, v = qkv[..., :4], qkv[..., 4:8], qkv[..., 8:]
+    attn = torch.softmax(q @ k.transpose(1, 2) / 2.0, dim=-1)  # one head, scale 1/sqrt(4)
+    y1 = (attn @ v).transpose(1, 2).reshape(2, 5, 3, 3)
+    ref = m.proj(torch.cat([y1, x[:, 5:]], 1))  # untouched channels rejoin before the projection
+    assert x1.shape == (2, 9, 5)
+    torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
