@@ -159,7 +159,7 @@ def test_repvit_registered_model_builds_and_reparameterizes():
 # --- EdgeNeXt ----------------------------------------------------------------------------------
 
 def test_edgenext_sdta_matches_naive_split_conv_and_channel_attention():
-    from visionzoo.models.edgenext import SplitTransposeBlock
+    SplitTransposeBlock = pytest.importorskip("visionzoo.models.edgenext").SplitTransposeBlock
 
     torch.manual_seed(0)
     blk = SplitTransposeBlock(10, num_scales=3, num_heads=2, use_pos_emb=True, ls_init_value=0.5).eval()
@@ -184,7 +184,7 @@ def test_edgenext_sdta_matches_naive_split_conv_and_channel_attention():
 
 
 def test_edgenext_downsampling_encoder_adds_to_the_strided_conv():
-    from visionzoo.models.edgenext import ConvEncoder
+    ConvEncoder = pytest.importorskip("visionzoo.models.edgenext").ConvEncoder
 
     blk = ConvEncoder(8, kernel_size=5, conv_bias=False, in_chs=4).eval()
     x = torch.randn(1, 4, 8, 8)
