@@ -15,7 +15,7 @@ token, then averaged. Distilled models have a second set of heads and weights (a
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -191,7 +191,7 @@ class EfficientViM(FeatureMixin, ModelForwardMixin, nn.Module):
             ConvLayer(dims[0] // 2, dims[0], 3, 2))
         dpr = drop_path_rates(drop_path_rate, list(depths))
         n = len(dims)
-        self.stages = nn.Sequential(*[
+        self.stages = nn.ModuleList([  # stages hand on tuples: not a Sequential
             EfficientViMStage(dims[i], dims[i + 1] if i < n - 1 else None, depths[i], state_dim[i], mlp_ratio, dpr[i])
             for i in range(n)])
         self.feature_info = [dict(num_chs=dims[i], reduction=2 ** (i + 4), module=f"stages.{i}") for i in range(n)]
@@ -199,8 +199,7 @@ class EfficientViM(FeatureMixin, ModelForwardMixin, nn.Module):
         self.num_features = self.head_hidden_size = sum(self.head_dims)
         self.norm = nn.ModuleList([nn.LayerNorm(d) for d in self.head_dims])
         self.heads = self._make_heads(num_classes)
-        if distillation:
-            self.heads_dist = self._make_heads(num_classes)
+        self.heads_dist = self._make_heads(num_classes) if distillation else None
 
     def _make_heads(self, num_classes: int) -> nn.ModuleList:
         return nn.ModuleList([nn.Linear(d, num_classes) if num_classes > 0 else nn.Identity()
@@ -219,51 +218,57 @@ class EfficientViM(FeatureMixin, ModelForwardMixin, nn.Module):
             self.heads_dist = self._make_heads(num_classes)
 
     # trunk state: (next stage input, last stage map, pooled hidden-state features so far)
-    def _forward_stem(self, x: torch.Tensor):
+    def _forward_stem(self, x: torch.Tensor) -> Tuple[Tuple[torch.Tensor, torch.Tensor, torch.Tensor], Optional[torch.Tensor]]:
         x = self.patch_embed.conv(x)
         return (x, x, x.new_zeros(x.shape[0], 0)), None
 
-    def _run_stage(self, index: int, stage: nn.Module, state):
+    def _pool_tokens(self, index: int, tokens: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Append ``norm[index]`` of ``[B, L, C]`` tokens, averaged, to ``pooled`` (the norms go with the
+        head: after pruning for ``features_only`` nothing is appended)."""
+        for i, norm in enumerate(self.norm):
+            if i == index:
+                pooled = torch.cat([pooled, norm(tokens).mean(1)], dim=1)
+        return pooled
+
+    def _run_stage(self, index: int, stage: nn.Module,
+                   state: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, _, pooled = state
         x, x_map, h = stage(x)
-        if index < len(self.norm):  # the norms go with the head (pruned for features_only)
-            pooled = torch.cat([pooled, self.norm[index](h.transpose(1, 2)).mean(1)], dim=1)
-        return x, x_map, pooled
+        return x, x_map, self._pool_tokens(index, h.transpose(1, 2), pooled)
 
     def _level_output(self, x, is_last: bool, norm: bool, output_fmt: str, in_size: tuple[int, int]):
         return x[1]
 
-    def _final(self, x) -> torch.Tensor:
+    def _final(self, x: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         _, x_map, pooled = x
-        last = self.norm[-1](x_map.flatten(2).transpose(1, 2)).mean(1)
-        return torch.cat([pooled, last], dim=1)
+        return self._pool_tokens(len(self.head_dims) - 1, x_map.flatten(2).transpose(1, 2), pooled)
 
     def _prune_head(self) -> None:
         self.reset_classifier(0, "")
         self.norm = nn.ModuleList()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        state, _ = self._forward_stem(x)
-        for i, stage in enumerate(self.stages):
-            state = self._run_stage(i, stage, state)
-        return self._final(state)
-
-    def _apply_heads(self, heads: nn.ModuleList, parts: list[torch.Tensor], w: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(1)
-        for i, head in enumerate(heads):
-            y = w[i] * head(parts[i])
-            out = y if i == 0 else out + y
-        return out
+        (x, x_map, pooled), _ = self._forward_stem(x)
+        for i, stage in enumerate(self.stages):  # _run_stage inlined (TorchScript takes no module arguments)
+            x, x_map, h = stage(x)
+            pooled = self._pool_tokens(i, h.transpose(1, 2), pooled)
+        return self._final((x, x_map, pooled))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = F.dropout(x, self.drop_rate, self.training)
         if pre_logits or self.num_classes == 0:
             return x
-        parts = list(x.split(self.head_dims, dim=1))
+        parts = x.split(self.head_dims, dim=1)
         w = self.weights.softmax(-1)
-        y = self._apply_heads(self.heads, parts, w)
-        if self.distillation:
-            y = (y + self._apply_heads(self.heads_dist, parts, self.weights_dist.softmax(-1))) / 2
+        y = x.new_zeros(1)
+        for i, head in enumerate(self.heads):
+            y = y + w[i] * head(parts[i])
+        if self.heads_dist is not None:
+            w = self.weights_dist.softmax(-1)
+            y_dist = x.new_zeros(1)
+            for i, head in enumerate(self.heads_dist):
+                y_dist = y_dist + w[i] * head(parts[i])
+            y = (y + y_dist) / 2
         return y
 
 
