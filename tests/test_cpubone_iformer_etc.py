@@ -63,3 +63,51 @@ def test_efficientvim_multi_stage_fusion_head():
         torch.testing.assert_close(model(x), (y + yd) / 2)
         _, maps = model.forward_intermediates(x)
         assert [tuple(m.shape[1:]) for m in maps] == [(128, 8, 8), (192, 4, 4), (320, 2, 2)]
+
+
+# --- iFormer -------------------------------------------------------------------------------------
+@pytest.mark.skipif(not _has("iformer_t"), reason="iformer not registered")
+def test_iformer_shma_equals_naive_single_head_attention():
+    """SHMA: for every query position, a softmax over all key positions of ``q . k / sqrt(d)``
+    weights the sigmoid-squashed values; the result is gated by the sigmoid gate and projected."""
+    from visionzoo.models.iformer import SHMA
+
+    torch.manual_seed(0)
+    dim, qk, hh, ww = 8, 4, 3, 4
+    m = SHMA(dim, qk).eval()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                mod.running_mean.normal_(0, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.normal_(1, 0.1)
+                mod.bias.normal_(0, 0.1)
+    x = torch.randn(1, dim, hh, ww)
+    with torch.no_grad():
+        y = m(x)
+        q, k = m.q(x)[0].flatten(1), m.k(x)[0].flatten(1)
+        vg = torch.sigmoid(m.v_gate(x)[0].flatten(1))
+        v, gate = vg[:dim], vg[dim:]
+        out = torch.empty(dim, hh * ww)
+        for i in range(hh * ww):
+            logits = torch.stack([(q[:, i] * k[:, j]).sum() / qk ** 0.5 for j in range(hh * ww)])
+            p = torch.softmax(logits, 0)
+            out[:, i] = (v * p).sum(1) * gate[:, i]
+        ref = m.proj(out.reshape(1, dim, hh, ww))
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not _has("iformer_h"), reason="iformer not registered")
+def test_iformer_layer_scale_and_block_pattern():
+    """Only iformer_h carries LayerScale ``gamma`` (on conv, attention and FFN branches, not on the
+    position conv); stage 2 mixes conv blocks with cpe / attention / FFN triplets."""
+    from visionzoo.models.iformer import AttnBlock, ConvBlock, FfnBlock, PosBlock
+
+    with torch.device("meta"):
+        h = visionzoo.create_model("iformer_h")
+        t = visionzoo.create_model("iformer_t")
+    assert not any(k.endswith("gamma") for k in t.state_dict())
+    gammas = [k for k in h.state_dict() if k.endswith("gamma")]
+    assert len(gammas) == 67 and not any(".cpe." in k for k in gammas)
+    kinds = "".join({ConvBlock: "C", PosBlock: "P", AttnBlock: "A", FfnBlock: "F"}[type(b)] for b in t.stages[2].blocks)
+    assert kinds == "CCCCCCPAFPAFPAFC"
