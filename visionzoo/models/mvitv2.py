@@ -12,7 +12,7 @@ previous stage's last block. ``*_cls`` variants carry a class token that the poo
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,9 +28,10 @@ from ..layers.rel_pos_bias import decomposed_rel_pos
 from ..layers.weight_init import trunc_normal_
 from .base import ClassifierHeadMixin, FeatureMixin, Variant, register_family
 
-__all__ = ["MultiScaleVit", "MultiScaleAttention", "MultiScaleBlock", "pooled_size", "VARIANTS"]
+__all__ = ["MultiScaleVit", "MultiScaleAttention", "MultiScaleBlock", "pooled_size", "split_grid", "merge_grid",
+           "VARIANTS"]
 
-_Size = tuple[int, int]
+_Size = Tuple[int, int]
 
 
 def pooled_size(size: Sequence[int], kernel: int, stride: int) -> _Size:
@@ -39,17 +40,18 @@ def pooled_size(size: Sequence[int], kernel: int, stride: int) -> _Size:
     return (int(size[0]) + 2 * pad - kernel) // stride + 1, (int(size[1]) + 2 * pad - kernel) // stride + 1
 
 
-def pool_grid_tokens(x: torch.Tensor, pool: Callable[[torch.Tensor], torch.Tensor], size: _Size,
-                     num_prefix: int) -> tuple[torch.Tensor, _Size]:
-    """Apply a 2-D op ``pool`` to the grid tokens of ``x`` (``[..., N, C]``, ``num_prefix`` leading
-    tokens untouched); returns the tokens on the new grid and its size."""
-    lead = x.shape[:-2]
-    c = x.shape[-1]
-    prefix, grid = x[..., :num_prefix, :], x[..., num_prefix:, :]
-    grid = grid.reshape(-1, size[0], size[1], c).permute(0, 3, 1, 2)
-    grid = pool(grid)
+def split_grid(x: torch.Tensor, size: _Size, num_prefix: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``[..., num_prefix + H*W, C]`` -> (prefix tokens, ``[prod(...), C, H, W]`` map of the grid tokens)."""
+    grid = x[..., num_prefix:, :]
+    grid = grid.reshape(-1, size[0], size[1], x.shape[-1]).permute(0, 3, 1, 2)
+    return x[..., :num_prefix, :], grid
+
+
+def merge_grid(prefix: torch.Tensor, grid: torch.Tensor) -> Tuple[torch.Tensor, _Size]:
+    """Inverse of :func:`split_grid` for a (pooled) map: tokens and the map's grid size."""
     new_size = (grid.shape[-2], grid.shape[-1])
-    grid = grid.flatten(2).transpose(1, 2).reshape(list(lead) + [new_size[0] * new_size[1], c])
+    lead = list(prefix.shape[:-2])
+    grid = grid.flatten(2).transpose(1, 2).reshape(lead + [new_size[0] * new_size[1], grid.shape[1]])
     return torch.cat([prefix, grid], dim=-2), new_size
 
 
@@ -89,9 +91,12 @@ class MultiScaleAttention(nn.Module):
         b, n, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         p = self.num_prefix
-        q, q_size = pool_grid_tokens(q, self.pool_q, feat_size, p)
-        k, k_size = pool_grid_tokens(k, self.pool_k, feat_size, p)
-        v, _ = pool_grid_tokens(v, self.pool_v, feat_size, p)
+        prefix, grid = split_grid(q, feat_size, p)
+        q, q_size = merge_grid(prefix, self.pool_q(grid))
+        prefix, grid = split_grid(k, feat_size, p)
+        k, k_size = merge_grid(prefix, self.pool_k(grid))
+        prefix, grid = split_grid(v, feat_size, p)
+        v, _ = merge_grid(prefix, self.pool_v(grid))
         q, k, v = self.norm_q(q), self.norm_k(k), self.norm_v(v)
 
         nq, nk = q.shape[2], k.shape[2]
@@ -134,7 +139,8 @@ class MultiScaleBlock(nn.Module):
         if self.shortcut_proj_attn is not None:
             x = self.shortcut_proj_attn(x_norm)
         if self.shortcut_pool is not None:
-            x, _ = pool_grid_tokens(x, self.shortcut_pool, feat_size, self.num_prefix)
+            prefix, grid = split_grid(x, feat_size, self.num_prefix)
+            x, _ = merge_grid(prefix, self.shortcut_pool(grid))
         attn, feat_size = self.attn(x_norm, feat_size)
         x = x + self.drop_path1(attn)
         x_norm = self.norm2(x)
@@ -263,16 +269,20 @@ class MultiScaleVit(FeatureMixin, ClassifierHeadMixin, nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def _forward_stem(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, _Size], None]:
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, _Size]:
         x = self.patch_embed.proj(x)
         feat_size = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return (x, feat_size), None
+        cls_token = self.cls_token
+        if cls_token is not None:
+            x = torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x, feat_size
+
+    def _forward_stem(self, x: torch.Tensor) -> Any:
+        return self._embed(x), None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        (x, feat_size), _ = self._forward_stem(x)
+        x, feat_size = self._embed(x)
         for stage in self.stages:
             x, feat_size = stage(x, feat_size)
         return self.norm(x)

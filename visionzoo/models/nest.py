@@ -40,7 +40,7 @@ def blockify(x: torch.Tensor, block_size: int) -> torch.Tensor:
 def deblockify(x: torch.Tensor, block_size: int) -> torch.Tensor:
     """Inverse of :func:`blockify` for a square grid of blocks: ``[B, T, N, C]`` -> ``[B, H, W, C]``."""
     b, t, _, c = x.shape
-    g = math.isqrt(t)
+    g = int(math.sqrt(t) + 0.5)
     x = x.reshape(b, g, g, block_size, block_size, c).transpose(2, 3)
     return x.reshape(b, g * block_size, g * block_size, c)
 
