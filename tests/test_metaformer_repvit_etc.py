@@ -244,3 +244,22 @@ def test_shvit_single_head_attention_on_a_channel_split():
     ref = m.proj(torch.cat([y1, x[:, 5:]], 1))  # untouched channels rejoin before the projection
     assert x1.shape == (2, 9, 5)
     torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
+
+
+# --- RDNet -------------------------------------------------------------------------------------
+
+def test_rdnet_dense_stage_concatenates_every_block_output():
+    from visionzoo.models.rdnet import DenseStage
+
+    torch.manual_seed(0)
+    stage = DenseStage(8, num_blocks=3, growth_rate=4, ese=True, dp_rates=[0.0] * 3).eval()
+    for blk in stage:
+        nn.init.constant_(blk.gamma, 0.5)
+    x = torch.randn(1, 8, 6, 6)
+    y1 = stage.dense_block0(x)
+    y2 = stage.dense_block1(torch.cat([x, y1], 1))
+    y3 = stage.dense_block2(torch.cat([x, y1, y2], 1))
+    out = stage(x)
+    assert out.shape == (1, 8 + 3 * 4, 6, 6)
+    torch.testing.assert_close(out, torch.cat([x, y1, y2, y3], 1))
+    torch.testing.assert_close(y1, 0.5 * stage.dense_block0.layers(x))
