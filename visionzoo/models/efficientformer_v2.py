@@ -64,19 +64,18 @@ class _BiasedAttention(nn.Module):
     def init_non_persistent_buffers(self) -> None:
         self.attention_bias_idxs = self._index()
 
-    def _attend(self, q: torch.Tensor, x: torch.Tensor, talking: bool) -> torch.Tensor:
+    def _softmax(self, attn: torch.Tensor) -> torch.Tensor:
+        return attn.softmax(dim=-1)
+
+    def _attend(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        h, nq, nk = self.num_heads, self.q_size ** 2, self.resolution ** 2
+        h, nq, nk = self.num_heads, self.q_size * self.q_size, self.resolution * self.resolution
         q = q.reshape(b, h, -1, nq).transpose(-2, -1)
         k = self.k(x).reshape(b, h, -1, nk)
         v = self.v(x)
         v_local = self.v_local(v)
         v = v.reshape(b, h, -1, nk).transpose(-2, -1)
-        attn = (q @ k) * self.scale + self.attention_biases[:, self.attention_bias_idxs]
-        if talking:
-            attn = self.talking_head2(self.talking_head1(attn).softmax(dim=-1))
-        else:
-            attn = attn.softmax(dim=-1)
+        attn = self._softmax((q @ k) * self.scale + self.attention_biases[:, self.attention_bias_idxs])
         out = (attn @ v).transpose(2, 3).reshape(b, self.dh, self.q_size, self.q_size)
         return out + v_local
 
@@ -104,10 +103,14 @@ class Attention2d(_BiasedAttention):
         self.act = nn.GELU()
         self.proj = _cn(self.dh, dim)
 
+    def _softmax(self, attn: torch.Tensor) -> torch.Tensor:
+        # talking heads: mix the heads' logits before and their probabilities after the softmax
+        return self.talking_head2(self.talking_head1(attn).softmax(dim=-1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride_conv is not None:
             x = self.stride_conv(x)
-        x = self._attend(self.q(x), x, talking=True)
+        x = self._attend(self.q(x), x)
         if self.upsample is not None:
             x = self.upsample(x)
         return self.proj(self.act(x))
@@ -139,7 +142,7 @@ class Attention2dDownsample(_BiasedAttention):
         self.proj = _cn(self.dh, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.act(self._attend(self.q(x), x, talking=False)))
+        return self.proj(self.act(self._attend(self.q(x), x)))
 
 
 class Downsample(nn.Module):
