@@ -108,16 +108,19 @@ def create_export_model(
     img_size: int | Sequence[int] | None = None,
     pretrained: bool = False,
     checkpoint: str | os.PathLike | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """``create_model`` with the layer variants ``fmt`` needs, in eval mode.
 
-    Fixed-input-size models (ViTs, Swin, ...) are built for ``img_size`` when one is given.
+    Fixed-input-size models (ViTs, Swin, ...) are built for ``img_size`` when one is given and
+    the model kwargs (``model_kwargs`` and ``**kwargs``) do not set their own ``img_size``.
     """
     from ..factory import create_model
     from ..registry import get_pretrained_cfg
 
     fmt = _normalize_format(fmt)
+    kwargs = {**dict(model_kwargs or {}), **kwargs}
     if img_size is not None and "img_size" not in kwargs:
         cfg = get_pretrained_cfg(name)
         if cfg is not None and cfg.fixed_input_size:
@@ -310,7 +313,7 @@ def _resolve_model(model_or_name: nn.Module | str, fmt: str, img_size: int | Seq
     """The model to export (eval mode) and its architecture name, if known."""
     if isinstance(model_or_name, str):
         model = create_export_model(model_or_name, fmt, img_size=img_size, pretrained=pretrained,
-                                    checkpoint=checkpoint, **dict(model_kwargs or {}))
+                                    checkpoint=checkpoint, model_kwargs=model_kwargs)
         return model, model_or_name
     if pretrained or checkpoint or model_kwargs:
         raise ValueError("pretrained/checkpoint/model_kwargs apply only when a model name is given")

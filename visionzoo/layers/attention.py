@@ -80,6 +80,11 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(x, attn_mask)
+
+    def attend(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention itself on ``[B, N, C]`` tokens; subclasses that reshape their input call this
+        (TorchScript cannot compile ``super().forward()``)."""
         b, n, c = x.shape
         # [B, N, 3*C] -> 3 x [B, heads, N, head_dim]
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)

@@ -222,7 +222,7 @@ class AttentionMixer(Attention):
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, c, h, w = x.shape
-        y = super().forward(x.flatten(2).transpose(1, 2))
+        y = self.attend(x.flatten(2).transpose(1, 2))
         return y.transpose(1, 2).reshape(b, c, h, w)
 
 

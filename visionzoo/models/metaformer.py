@@ -105,7 +105,7 @@ class TokenAttention(Attention):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
-        return super().forward(x.reshape(b, h * w, c)).reshape(b, h, w, c)
+        return self.attend(x.reshape(b, h * w, c)).reshape(b, h, w, c)
 
 
 class IdentityMixer(nn.Identity):

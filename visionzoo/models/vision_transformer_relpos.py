@@ -77,7 +77,7 @@ class RelPosAttention(Attention):
         if self.rel_pos is not None:
             own = self.rel_pos.get_bias().to(x.dtype)
             bias = own if bias is None else own + bias
-        return super().forward(x, attn_mask=bias)
+        return self.attend(x, attn_mask=bias)
 
 
 class _RelPosAttnInit:
