@@ -1,22 +1,21 @@
 """Gemma 4 vision encoder as an image backbone.
 
-NOT REGISTERED YET: the layout matches the reference fixture (4/4 structure) but the numeric
-records do not (max error 0.28 of the largest output; see the session notes). The family is
-registered by generating ``models/cfgs/gemma4_vit.json`` (``tools/gen_cfgs.py gemma4_vit``) once
-the outputs match; until then nothing imports this module.
-
 Model card: Google DeepMind, 2026, "Gemma 4" (vision tower of the Gemma 4 E4B / 31B models).
 
-A ViT on 16 px patches (a bias-free linear projection of flattened patches) with a factorised
-learned position table (one row table and one column table, ``[2, 10240, C]``), sandwich-normed
-blocks (RMSNorm before and after attention and before and after the MLP), per-head RMS q/k
-normalisation, 2-D rotary embeddings, a gated GELU MLP, and projections that can clip their input
-and output (``input_min``/``input_max``/``output_min``/``output_max`` buffers of the smaller tower).
+A ViT on 16 px patches (a bias-free linear projection of ``(C, ph, pw)``-flattened patches of
+``2x - 1``) with a factorised learned position table (table 0 indexed by column, table 1 by row,
+``[2, 10240, C]``), sandwich-normed blocks (RMSNorm before and after attention and before and
+after the MLP), per-head RMS q/k normalisation, 2-D RoPE (the first half of each head turns with
+the column, the second with the row, each half in the half-rotated layout), a gated GELU MLP,
+and projections that can clip their input and output (``input_min``/``input_max``/
+``output_min``/``output_max`` buffers of the smaller tower).
 The encoder pools 3x3 patch neighbourhoods into the tokens the language model reads; the larger
 tower standardises them with a learned ``std_bias``/``std_scale``.
 
 * ``gemma4_vit_<size>_enc``: the encoder; ``forward`` returns the pooled tokens;
-* ``gemma4_vit_<size>``: the encoder under ``encoder.`` with a global average pool.
+* ``gemma4_vit_<size>``: the encoder under ``encoder.`` with a global average pool; its levels
+  keep the reference's names ``blocks.<i>`` (weightless taps), so every features_only wrapper
+  finds them.
 """
 from __future__ import annotations
 
@@ -32,13 +31,12 @@ from ..layers.config import use_fused_attn
 from ..layers.drop import DropPath
 from ..layers.grad_checkpoint import checkpoint_module
 from ..layers.helpers import to_2tuple
-from ..layers.rope import AxialRope, apply_rope
+from ..layers.rope import AxialRope, angles_to_embed, apply_rope, axial_rope_angles
 from ..layers.weight_init import trunc_normal_
 from .base import FeatureMixin, Variant, register_family
-from .naflexvit import patchify
 from .qwen3_vit import _PooledHead
 
-__all__ = ["Gemma4VisionEncoder", "Gemma4Vit", "ClippableLinear", "VARIANTS"]
+__all__ = ["Gemma4VisionEncoder", "Gemma4Vit", "ClippableLinear", "SplitAxisRope", "apply_split_rope", "VARIANTS"]
 
 
 class ClippableLinear(nn.Module):
@@ -59,6 +57,29 @@ class ClippableLinear(nn.Module):
             x = torch.clamp(x, self.input_min, self.input_max)
             return torch.clamp(self.linear(x), self.output_min, self.output_max)
         return self.linear(x)
+
+
+class SplitAxisRope(AxialRope):
+    """2-D RoPE whose head channels are split into an x (column) half and a y (row) half, each
+    rotated in the half layout within itself (channels ``i`` and ``i + head_dim/4`` of a half
+    form a pair); both axes use the same ``head_dim/4`` frequencies.
+
+    The embedding is ``[N, 2 * head_dim]`` laid out as two per-axis ``[sin, cos]`` blocks."""
+
+    def __init__(self, head_dim: int, grid: Optional[Sequence[int]] = None, temperature: float = 100.0) -> None:
+        super().__init__(head_dim, grid=grid, temperature=temperature, xy=True, half=True)
+
+    def _compute(self, grid: List[int], device: Optional[torch.device] = None) -> torch.Tensor:
+        angles = axial_rope_angles(grid, self.num_bands, self.temperature, xy=True, device=device)
+        per_axis = angles.reshape(angles.shape[0], 2, self.num_bands)  # [N, (x, y), bands]
+        return angles_to_embed(per_axis, half=True).flatten(1)
+
+
+def apply_split_rope(x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (``[..., N, d]``) by a :class:`SplitAxisRope` embedding, axis by axis."""
+    d = x.shape[-1]
+    out = apply_rope(x.unflatten(-1, (2, d // 2)), emb.unflatten(-1, (2, d)), half=True)
+    return out.flatten(-2)
 
 
 class Gemma4Attention(nn.Module):
@@ -84,7 +105,7 @@ class Gemma4Attention(nn.Module):
         k = self.k_norm(self.k_proj(x).reshape(b, n, self.num_heads, self.head_dim)).transpose(1, 2)
         v = self.v_norm(self.v_proj(x).reshape(b, n, self.num_heads, self.head_dim)).transpose(1, 2)
         if rope is not None:
-            q, k = apply_rope(q, rope, half=True).type_as(v), apply_rope(k, rope, half=True).type_as(v)
+            q, k = apply_split_rope(q, rope).type_as(v), apply_split_rope(k, rope).type_as(v)
         x = scaled_dot_product_attention(q, k, v, self.fused_attn, scale=1.0)
         return self.o_proj(x.transpose(1, 2).reshape(b, n, c))
 
@@ -122,8 +143,16 @@ class Gemma4Block(nn.Module):
         return x + self.drop_path(self.norm4(self.mlp(self.norm3(x))))
 
 
+class RmsPooledHead(_PooledHead):
+    """Pool, then RMS-normalise without a learned scale (Gemma's soft-token norm; no centring)."""
+
+    def __init__(self, dim: int, drop_rate: float = 0.0, eps: float = 1e-6) -> None:
+        super().__init__(dim, drop_rate)
+        self.norm = nn.RMSNorm(dim, eps=eps, elementwise_affine=False)
+
+
 class Gemma4PatchEmbed(nn.Module):
-    """Linear projection of ``(ph, pw, C)`` patches of ``2x - 1`` pixels, plus the factorised
+    """Linear projection of ``(C, ph, pw)`` patches of ``2x - 1`` pixels, plus the factorised
     position table: row ``r`` of table 0 (columns) and row ``r`` of table 1 (rows) summed."""
 
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int, max_positions: int = 10240) -> None:
@@ -133,7 +162,10 @@ class Gemma4PatchEmbed(nn.Module):
         self.input_proj = nn.Linear(self.patch_size[0] * self.patch_size[1] * in_chans, embed_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        patches, (gh, gw) = patchify(2.0 * x - 1.0, self.patch_size)
+        ph, pw = self.patch_size
+        gh, gw = x.shape[-2] // ph, x.shape[-1] // pw
+        # flattened ``(C, ph, pw)`` per patch, row-major over the grid (a strided conv's layout)
+        patches = F.unfold(2.0 * x - 1.0, (ph, pw), stride=(ph, pw)).transpose(1, 2)
         x = self.input_proj(patches)
         t = self.position_embedding_table
         pos = t[0, :gw].unsqueeze(0) + t[1, :gh].unsqueeze(1)  # [gh, gw, C]
@@ -162,13 +194,13 @@ class Gemma4VisionEncoder(FeatureMixin, nn.Module):
         self.register_buffer("std_scale", torch.ones(embed_dim) if standardize else None)
         self.patch_embed = Gemma4PatchEmbed(patch_size, in_chans, embed_dim)
         grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
-        self.rope = AxialRope(embed_dim // num_heads, grid=grid, temperature=rope_temperature, half=True)
+        self.rope = SplitAxisRope(embed_dim // num_heads, grid=grid, temperature=rope_temperature)
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.Sequential(*[Gemma4Block(embed_dim, num_heads, mlp_hidden, clip, act_layer, dpr[i])
                                       for i in range(depth)])
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}")
                              for i in range(depth)]
-        self.pool_head = _PooledHead(embed_dim, drop_rate)
+        self.pool_head = RmsPooledHead(embed_dim, drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
 
@@ -258,7 +290,8 @@ class Gemma4VisionEncoder(FeatureMixin, nn.Module):
 
 
 class Gemma4Vit(FeatureMixin, nn.Module):
-    """The encoder under ``encoder.`` with a pooled head over its tokens."""
+    """The encoder under ``encoder.`` with a pooled head over its tokens (average, then an RMS norm
+    without scale)."""
     feature_cfg = {"feature_cls": "getter", "flatten_sequential": False}
 
     def __init__(self, *, num_classes: int = 0, global_pool: str = "avg", drop_rate: float = 0.0,
@@ -268,8 +301,11 @@ class Gemma4Vit(FeatureMixin, nn.Module):
         self.num_classes, self.global_pool = num_classes, global_pool
         self.num_features = self.head_hidden_size = self.encoder.embed_dim
         self.grad_checkpointing = False
+        # weightless taps: the reference names this model's levels ``blocks.<i>`` (not
+        # ``encoder.blocks.<i>``), so every features_only wrapper finds them here
+        self.blocks = nn.ModuleList([nn.Identity() for _ in self.encoder.blocks])
         self.feature_info = [dict(f) for f in self.encoder.feature_info]
-        self.pool_head = _PooledHead(self.num_features, drop_rate)
+        self.pool_head = RmsPooledHead(self.num_features, drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def init_non_persistent_buffers(self) -> None:
@@ -308,7 +344,7 @@ class Gemma4Vit(FeatureMixin, nn.Module):
         return self.encoder._feature_stages()
 
     def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder._run_stage(index, stage, x)
+        return self.blocks[index](self.encoder._run_stage(index, stage, x))
 
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder._final(x)
@@ -319,6 +355,7 @@ class Gemma4Vit(FeatureMixin, nn.Module):
 
     def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
         self.encoder._prune_to(num_stages, prune_norm)
+        self.blocks = self.blocks[:num_stages]
 
 
 _e4b = dict(embed_dim=768, depth=16, num_heads=12, mlp_hidden=3072, clip=True)
