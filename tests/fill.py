@@ -114,11 +114,13 @@ def fill_model(model: torch.nn.Module, key_map=None) -> None:
     """Overwrite every floating-point state_dict entry with the fill (integer buffers untouched).
 
     ``key_map`` renames our keys to the reference's before computing values (for wrappers).
+    Keys are written in sorted (reference-key) order: a tensor that several keys share (CoaT's
+    position encoders) ends with the fill of its lexicographically last key, as in the reference.
     """
-    for key, t in model.state_dict(keep_vars=True).items():
+    entries = [((key_map(key) if key_map else key), t) for key, t in model.state_dict(keep_vars=True).items()]
+    for ref_key, t in sorted(entries, key=lambda e: e[0]):
         if not t.is_floating_point():
             continue
-        ref_key = key_map(key) if key_map else key
         data = t.data
         if data.dtype == torch.float32 and data.device.type == "cpu" and data.is_contiguous():
             fill_into(ref_key, data.numpy())
