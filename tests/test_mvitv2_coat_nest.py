@@ -3,7 +3,11 @@
 * MViTv2: pooling attention shrinks the query / key grids by their strides (class token kept),
   and the decomposed relative position bias equals the bias read from explicit per-pair offsets;
 * CoaT: factorized attention equals the naive computation (keys soft-maxed over the tokens,
-  then ``k^T v`` read by the queries);
+  then ``k^T v`` read by the queries); the convolutional relative position term equals per-head
+  depthwise convolutions of the values times the queries (zero for the class token); a parallel
+  block adds to each scale the other scales' attention outputs bilinearly resized to it; the
+  position encoders are shared by a stage's serial blocks and the parallel blocks, the parallel
+  MLP by the three scales; ``features_only`` reads levels 2-4 after the parallel blocks;
 * NesT: blockify / deblockify are inverse and a block holds one square patch of the grid.
 """
 from __future__ import annotations
@@ -12,7 +16,10 @@ import pytest
 import torch
 
 from visionzoo.layers.rel_pos_bias import decomposed_rel_pos
-from visionzoo.models.coat import factorized_attention
+import visionzoo
+import torch.nn.functional as F
+
+from visionzoo.models.coat import CoaTParallel, ConvRelPosEnc, ParallelBlock, factorized_attention
 from visionzoo.models.mvitv2 import MultiScaleAttention
 from visionzoo.models.nest import blockify, deblockify
 
@@ -75,6 +82,67 @@ def test_coat_factorized_attention_equals_naive():
                 context += torch.outer(ks[m], v[bi, h, m])  # sum_m softmax(k)_m^T v_m
             naive[bi, h] = q[bi, h] @ context
     torch.testing.assert_close(factorized_attention(q, k, v), naive)
+
+
+def test_coat_conv_rel_pos_enc_equals_per_head_convs():
+    torch.manual_seed(0)
+    ch, windows, size = 2, {3: 1, 5: 2}, (4, 5)
+    crpe = ConvRelPosEnc(ch, 3, windows).double()
+    q, v = (torch.randn(2, 3, 1 + 20, ch, dtype=torch.float64) for _ in range(2))
+    out = crpe(q, v, size)
+    assert torch.equal(out[:, :, 0], torch.zeros_like(out[:, :, 0]))  # class token: no position term
+    head_kernel = [(0, 0), (1, 1), (1, 1)]  # (conv, first head of that conv) for heads 0..2
+    for h, (ci, first) in enumerate(head_kernel):
+        conv = crpe.conv_list[ci]
+        k = conv.kernel_size[0]
+        lo = (h - first) * ch
+        v_img = v[:, h, 1:].transpose(1, 2).reshape(2, ch, *size)
+        ref = F.conv2d(v_img, conv.weight[lo:lo + ch], conv.bias[lo:lo + ch], padding=k // 2, groups=ch)
+        torch.testing.assert_close(out[:, h, 1:], q[:, h, 1:] * ref.flatten(2).transpose(1, 2))
+
+
+def test_coat_parallel_block_cross_scale_sum():
+    torch.manual_seed(0)
+    dim, sizes = 16, [(8, 8), (4, 4), (2, 2)]
+    crpes = [ConvRelPosEnc(dim // 2, 2, {3: 1, 5: 1}) for _ in range(3)]
+    blk = ParallelBlock(dim, 2, 2.0, crpes).eval()
+    assert blk.mlp2 is blk.mlp3 is blk.mlp4  # one MLP for the three scales
+    outs = [torch.randn(1, 1 + h * w, dim) for h, w in sizes]
+    for i, o in zip((2, 3, 4), outs):  # attention outputs fixed: only the cross-scale sum is left
+        getattr(blk, f"factoratt_crpe{i}").forward = lambda x, size, o=o: o
+    xs = [torch.zeros(1, 1 + h * w, dim) for h, w in sizes]
+    blk.mlp2.forward = lambda x: torch.zeros_like(x)
+    with torch.no_grad():
+        y2, y3, y4 = blk(*xs, *sizes)
+
+    def resized(o, src, dst):
+        g = o[:, 1:].transpose(1, 2).reshape(1, dim, *src)
+        return F.interpolate(g, size=dst, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+
+    for y, t in zip((y2, y3, y4), range(3)):
+        img = sum(resized(o, s, sizes[t]) if j != t else o[:, 1:] for j, (o, s) in enumerate(zip(outs, sizes)))
+        torch.testing.assert_close(y[:, 1:], img, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(y[:, :1], sum(o[:, :1] for o in outs))  # class tokens add up too
+
+
+def test_coat_parallel_sharing_and_features():
+    torch.manual_seed(0)
+    m = CoaTParallel(num_classes=10, embed_dims=(8, 16, 16, 16), serial_depths=(1, 1, 1, 1), parallel_depth=2,
+                     num_heads=8, mlp_ratios=(2, 2, 2, 2)).eval()
+    for blk in m.parallel_blocks:
+        for i in (2, 3, 4):
+            assert getattr(blk, f"factoratt_crpe{i}").crpe is getattr(m, f"crpe{i}")
+            assert getattr(m, f"serial_blocks{i}")[0].cpe is getattr(m, f"cpe{i}")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = m(x)
+        feats = m.forward_intermediates(x, intermediates_only=True)
+        xs, sizes = m._serial(x)
+        x2, x3, x4 = m._parallel(xs[1], xs[2], xs[3], sizes)
+    assert logits.shape == (2, 10)
+    assert [tuple(f.shape) for f in feats] == [(2, 8, 16, 16), (2, 16, 8, 8), (2, 16, 4, 4), (2, 16, 2, 2)]
+    for f, t in zip(feats[1:], (x2, x3, x4)):  # levels 2-4: the scales after the parallel blocks
+        torch.testing.assert_close(f, t[:, 1:].transpose(1, 2).reshape(f.shape))
 
 
 def test_nest_blockify_deblockify_inverse():

@@ -11,9 +11,9 @@ models add *parallel blocks* that attend on stages 2-4 side by side and exchange
 across scales by bilinear up/down-sampling; their class tokens are aggregated by a 1x1 conv.
 ``coat_lite_*`` have the serial stages only.
 
-Status: not yet registered (no cfg JSON). The lite models match the reference (structure and
-numerics); the full models match its structure but not its numerics (the parallel-block outputs
-differ), which is still open.
+The position encoders are one module per stage, shared by its serial blocks and (stages 2-4) by
+every parallel block, and the parallel MLP is one module under three names (``mlp2``-``mlp4``), so
+several checkpoint keys name one tensor (published checkpoints hold equal values under them).
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ class ConvRelPosEnc(nn.Module):
     def forward(self, q: torch.Tensor, v: torch.Tensor, size: _Size) -> torch.Tensor:
         b, heads, n, ch = q.shape
         v_img = v[:, :, 1:].transpose(-1, -2).reshape(b, heads * ch, size[0], size[1])
-        conv_v = torch.cat([conv(t) for conv, t in zip(self.conv_list, torch.split(v_img, self.splits, dim=1))], 1)
+        chunks = torch.split(v_img, self.splits, dim=1)
+        conv_v = torch.cat([conv(chunks[i]) for i, conv in enumerate(self.conv_list)], 1)
         conv_v = conv_v.reshape(b, heads, ch, n - 1).transpose(-1, -2)
         return F.pad(q[:, :, 1:] * conv_v, (0, 0, 1, 0))
 
