@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import gzip
 import inspect
 import json
 import pickle
@@ -35,6 +34,7 @@ from visionzoo.layers.frozen_bn import (FrozenBatchNorm2d, FrozenBatchNormAct2d,
                                         unfreeze_batch_norm_2d)
 from visionzoo.layers.norm_act import BatchNormAct2d
 from visionzoo.pretrained.load import CheckpointError
+import fixture_data
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ARCHS = visionzoo.list_models()
@@ -104,8 +104,7 @@ DEFAULT_CFG_EXCEPTIONS = {
 
 @pytest.mark.parametrize("family", _fixture_families())
 def test_cfg_dicts_equal_the_reference(family: str):
-    with gzip.open(FIXTURES / f"{family}.json.gz", "rt", encoding="utf-8") as f:
-        records = [r for r in json.load(f)["models"] if "error" not in r]
+    records = [r for r in fixture_data.records(family) if "error" not in r]
     checked = 0
     for rec in records:
         for tag, ref in rec["tags"].items():

@@ -6,9 +6,7 @@ random init), then the same model is wrapped for ``features_only`` (one fill per
 """
 from __future__ import annotations
 
-import gzip
 import importlib
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +17,7 @@ import torch
 import visionzoo
 from visionzoo.builder import init_non_persistent_buffers
 from visionzoo.features import create_feature_model
+import fixture_data
 
 from fill import fill_model, make_input
 
@@ -29,9 +28,7 @@ FAMILIES = sorted(p.name[: -len(".json.gz")] for p in FIXTURES.glob("*.json.gz")
 
 @lru_cache(maxsize=None)
 def fixture(family: str) -> dict:
-    with gzip.open(FIXTURES / f"{family}.json.gz", "rt", encoding="utf-8") as f:
-        data = json.load(f)
-    return {rec["name"]: rec for rec in data["models"]}
+    return {rec["name"]: rec for rec in fixture_data.records(family)}
 
 
 # Numerics budget. CI checks logits + feature maps of every record whose cost (parameters x input

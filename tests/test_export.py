@@ -8,7 +8,6 @@ expected failures that must fail with an ``ExportError`` (a parity failure still
 """
 from __future__ import annotations
 
-import gzip
 import json
 import warnings
 from functools import lru_cache
@@ -24,6 +23,7 @@ import visionzoo
 from visionzoo.export import ExportError, export_model, load_exported, run_exported
 from visionzoo.inference import (OptimizedModel, bf16_close, bf16_supported, compile_available, example_input,
                                  fold_batchnorm, optimize)
+import fixture_data
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -53,6 +53,10 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "rdnet": ("rdnet_tiny", 64, dict(growth_rates=(32, 32, 32, 32, 32, 32, 32), num_blocks=1)),
     "shvit": ("shvit_s1", 64, {}),
     "beit": ("beit_base_patch16_224", 64, dict(depth=2)),
+    "coat": ("coat_tiny", 64, dict(serial_depths=(1, 1, 1, 1), parallel_depth=1)),
+    "cpubone": ("cpubone_nano", 128, dict(depths=(0, 1, 1, 1, 1))),  # sizes: multiples of 32
+    "lowformer": ("lowformer_b0", 64, dict(depths=(0, 0, 0, 1, 1))),
+    "mobilenetv5": ("mobilenetv5_base", 128, {}),
     # the one-architecture classic nets are large at 299-331 px: export them at 96 px (VALID stems need >= 75)
     "inception_v3": ("inception_v3", 96, {}),
     "inception_v4": ("inception_v4", 96, {}),
@@ -95,6 +99,7 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
 SCRIPT_XFAIL: dict[str, str] = {
     # families added in the 2026-12-02 wave whose blocks TorchScript does not compile yet (ONNX and
     # torch.export parity pass for them); each reason is the first compile error
+    "coat": "stages addressed by index through getattr (the checkpoint's flat names patch_embed1-4, serial_blocks1-4)",
     "fasternet": "getattr with a non-literal name in the block",
     "ghostnet": "GhostModule reads an attribute it only sets in some configurations ('act')",
     "inception_next": "a module-typed parameter ('nn.Module' annotation)",
@@ -123,11 +128,7 @@ SCRIPT_VARIANTS: list[tuple[str, int, dict[str, Any]]] = [
 
 @lru_cache(maxsize=None)
 def _fixture_smallest(family: str) -> str | None:
-    path = FIXTURES / f"{family}.json.gz"
-    if not path.exists():
-        return None
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        recs = [r for r in json.load(f)["models"] if "error" not in r and "num_params" in r]
+    recs = [r for r in fixture_data.records(family) if "error" not in r and "num_params" in r]
     return min(recs, key=lambda r: r["num_params"])["name"] if recs else None
 
 

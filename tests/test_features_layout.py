@@ -13,8 +13,6 @@ without a layout fixture), so every architecture is built once.
 """
 from __future__ import annotations
 
-import gzip
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 
 import visionzoo
 from feature_checks import check_feature_api, meta_build
+import fixture_data
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LAYOUTS = FIXTURES / "features_state_dict"
@@ -32,18 +31,13 @@ FAMILIES = sorted(p.name[: -len(".json.gz")] for p in LAYOUTS.glob("*.json.gz")
 
 @lru_cache(maxsize=None)
 def layouts(family: str) -> dict:
-    with gzip.open(LAYOUTS / f"{family}.json.gz", "rt", encoding="utf-8") as f:
-        return json.load(f)["models"]
+    return fixture_data.layout_records(family)
 
 
 @lru_cache(maxsize=None)
 def record_out_indices(family: str) -> dict:
     """name -> out_indices of the family's conformance records (absent: the default)."""
-    path = FIXTURES / f"{family}.json.gz"
-    if not path.exists():
-        return {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        records = json.load(f)["models"]
+    records = fixture_data.records(family)
     out = {}
     for rec in records:
         feats = rec.get("features") or {}

@@ -5,8 +5,6 @@ CPU with random init at a small input size.
 """
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import torch
 
 import visionzoo
 from visionzoo.interface import VisionModel
+import fixture_data
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -21,11 +20,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def _representatives() -> list:
     out = []
     for family in visionzoo.list_modules():
-        path = FIXTURES / f"{family}.json.gz"
-        if not path.exists():
-            continue
-        with gzip.open(path, "rt") as f:
-            recs = [r for r in json.load(f)["models"] if "error" not in r and visionzoo.is_model(r["name"])]
+        recs = [r for r in fixture_data.records(family) if "error" not in r and visionzoo.is_model(r["name"])]
         if recs:
             rec = min(recs, key=lambda r: r["num_params"])
             out.append(pytest.param(rec["name"], rec["input_size"], id=f"{family}:{rec['name']}"))
