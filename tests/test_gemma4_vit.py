@@ -118,6 +118,8 @@ def test_clippable_linear_bounds():
     y = lin(x)
     torch.testing.assert_close(y, lin.linear(x.clamp(-0.5, 0.25)).clamp(-0.1, 0.2))
     assert y.min() >= -0.1 and y.max() <= 0.2
+    lin.input_min.fill_(0.3)  # inverted bounds: torch.clamp's rule, the upper bound wins
+    torch.testing.assert_close(lin(x), lin.linear(torch.full_like(x, 0.25)).clamp(-0.1, 0.2))
     assert not hasattr(ClippableLinear(4, 3), "input_min")  # no bounds without clipping
 
 

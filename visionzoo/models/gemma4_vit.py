@@ -39,6 +39,13 @@ from .qwen3_vit import _PooledHead
 __all__ = ["Gemma4VisionEncoder", "Gemma4Vit", "ClippableLinear", "SplitAxisRope", "apply_split_rope", "VARIANTS"]
 
 
+def _clamp(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """``torch.clamp(x, lo, hi)`` (the upper bound wins where ``lo > hi``) written with selects,
+    which the ONNX export keeps intact for 0-d tensor bounds."""
+    x = torch.where(x < lo, lo, x)
+    return torch.where(x > hi, hi, x)
+
+
 class ClippableLinear(nn.Module):
     """Bias-free linear whose input and output may be clamped to stored ranges (``clip=True``;
     the ranges are +-inf until a checkpoint sets them)."""
@@ -54,8 +61,8 @@ class ClippableLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.clip:
-            x = torch.clamp(x, self.input_min, self.input_max)
-            return torch.clamp(self.linear(x), self.output_min, self.output_max)
+            x = _clamp(x, self.input_min, self.input_max)
+            return _clamp(self.linear(x), self.output_min, self.output_max)
         return self.linear(x)
 
 
@@ -227,6 +234,7 @@ class Gemma4VisionEncoder(FeatureMixin, nn.Module):
         x, grid = self.patch_embed(x)
         return x, self.rope.get_embed([grid[0], grid[1]]), grid
 
+    @torch.jit.unused
     def _run_block(self, blk: nn.Module, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint_module(blk, x, rope)
@@ -245,8 +253,12 @@ class Gemma4VisionEncoder(FeatureMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x, rope, grid = self._embed(x)
-        for blk in self.blocks:
-            x = self._run_block(blk, x, rope)
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            for blk in self.blocks:
+                x = self._run_block(blk, x, rope)
+        else:
+            for blk in self.blocks:
+                x = blk(x, rope)
         return self.pool_tokens(x, grid)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
