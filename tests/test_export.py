@@ -54,6 +54,7 @@ REPS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     "shvit": ("shvit_s1", 64, {}),
     "beit": ("beit_base_patch16_224", 64, dict(depth=2)),
     "coat": ("coat_tiny", 64, dict(serial_depths=(1, 1, 1, 1), parallel_depth=1)),
+    "gemma4_vit": ("gemma4_vit_167m", 96, dict(depth=2, embed_dim=64, num_heads=2, mlp_hidden=128)),
     "cpubone": ("cpubone_nano", 128, dict(depths=(0, 1, 1, 1, 1))),  # sizes: multiples of 32
     "lowformer": ("lowformer_b0", 64, dict(depths=(0, 0, 0, 1, 1))),
     "mobilenetv5": ("mobilenetv5_base", 128, {}),
@@ -109,7 +110,6 @@ SCRIPT_XFAIL: dict[str, str] = {
     "naflexvit": "forward takes an image or a NaFlex patch dict (Union input; 'Unknown type constructor Sequence')",
     "qwen3_vit": "keyword-only constructor arguments with defaults in the wrapped encoder ('Compiled functions can't take variable number of arguments')",
     "repghost": "GhostBottleneck reads an attribute it only sets in some configurations ('_dw')",
-    "vision_transformer_relpos": "RelPosAttention.forward calls super().forward ('Tensor' object has no attribute or method 'forward')",
 }
 
 # variants whose layers the family representatives above do not reach: (arch, img_size, model kwargs)

@@ -186,11 +186,19 @@ class VisionTransformerRelPos(VisionTransformer):
             return checkpoint_module(blk, x) if bias is None else checkpoint_module(blk, x, bias)
         return blk(x, bias)
 
+    @torch.jit.unused
+    def _checkpointed(self, index: int, x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        return self._run_block_bias(self.blocks[index], x, bias)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._embed(x)
         bias = self._shared_bias()
-        for blk in self.blocks:
-            x = self._run_block_bias(blk, x, bias)
+        for i, blk in enumerate(self.blocks):
+            # TorchScript: the checkpointed path (a module-typed helper) is never compiled
+            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+                x = self._checkpointed(i, x, bias)
+            else:
+                x = blk(x, bias)
         return self.norm(x)
 
     def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
