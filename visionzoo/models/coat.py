@@ -174,7 +174,9 @@ class CoaT(FeatureMixin, nn.Module):
                  patch_size: int = 4, embed_dims: Sequence[int] = (64, 128, 320, 512),
                  serial_depths: Sequence[int] = (2, 2, 2, 2), parallel_depth: int = 0, num_heads: int = 8,
                  mlp_ratios: Sequence[float] = (8, 8, 4, 4), drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0) -> None:
+                 drop_path_rate: float = 0.0, img_size: int | Sequence[int] | None = None) -> None:
+        # img_size: accepted for checkpoint/cfg compatibility (the cfgs mark CoaT fixed-size); the
+        # convolutional position encodings work at any size that the patch strides divide
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
