@@ -9,6 +9,7 @@ expected failures that must fail with an ``ExportError`` (a parity failure still
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -142,6 +143,26 @@ def _rep(family: str) -> tuple[str, int | None, dict[str, Any]]:
 
 FAMILIES = visionzoo.list_modules()
 
+# CI export budget. The ONNX exporter (torch.export, then the ONNX rewrite, then ONNX Runtime)
+# costs 5-45 s per family on 2 cores, ~20 minutes for all: CI exports to ONNX the families below,
+# chosen to cover distinct graph constructs (convs/BN/SE, window partition and shifted masks,
+# relative-position biases, RoPE, linear and cross-covariance attention, unfold/fold, LSTMs,
+# NaFlex patch dicts, concatenating trunks, token pooling), and checks torch.export parity
+# (the first half of the same exporter) for every other family. All families through both:
+#   VISIONZOO_EXPORT=full python3 -m pytest tests/test_export.py -n 2
+FULL_EXPORT = os.environ.get("VISIONZOO_EXPORT", "").lower() == "full"
+ONNX_CI = frozenset({
+    "resnet", "efficientnet", "mobilenetv3", "regnet", "densenet", "nfnet", "convnext", "vision_transformer",
+    "swin_transformer", "swin_transformer_v2", "eva", "beit", "maxxvit", "levit", "efficientvit_mit",
+    "mobilevit", "tiny_vit", "hiera", "naflexvit", "metaformer", "xcit", "sequencer", "gemma4_vit", "lowformer",
+})
+
+
+def _budget_param(family: str, in_ci: bool) -> Any:
+    marks = [] if FULL_EXPORT or in_ci else \
+        [pytest.mark.skip(reason="outside the CI export budget (VISIONZOO_EXPORT=full)")]
+    return pytest.param(family, id=family, marks=marks)
+
 
 def _script_param(family: str) -> Any:
     marks = [pytest.mark.xfail(reason=f"not scriptable: {SCRIPT_XFAIL[family]}", raises=ExportError, strict=False)] \
@@ -153,7 +174,7 @@ def _report(result) -> None:
     print(f"\n{result.summary()}")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [_budget_param(f, f in ONNX_CI) for f in FAMILIES])
 def test_onnx_parity(family: str, tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
@@ -238,7 +259,7 @@ def test_torchscript_other_input_sizes(arch: str, kwargs: dict[str, Any]) -> Non
         assert (got - ref).abs().max().item() <= 1e-5 + 1e-4 * ref.abs().max().item(), hw
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [_budget_param(f, f not in ONNX_CI) for f in FAMILIES])
 def test_exported_program_parity(family: str, tmp_path: Path) -> None:
     arch, size, kwargs = _rep(family)
     r = export_model(arch, "exported-program", tmp_path / f"{arch}.pt2", img_size=size, model_kwargs=kwargs,
