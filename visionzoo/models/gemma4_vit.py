@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.attention import scaled_dot_product_attention
 from ..layers.config import use_fused_attn
-from ..layers.drop import DropPath
+from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_module
 from ..layers.helpers import to_2tuple
 from ..layers.rope import AxialRope, angles_to_embed, apply_rope, axial_rope_angles
@@ -202,7 +202,7 @@ class Gemma4VisionEncoder(FeatureMixin, nn.Module):
         self.patch_embed = Gemma4PatchEmbed(patch_size, in_chans, embed_dim)
         grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.rope = SplitAxisRope(embed_dim // num_heads, grid=grid, temperature=rope_temperature)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*[Gemma4Block(embed_dim, num_heads, mlp_hidden, clip, act_layer, dpr[i])
                                       for i in range(depth)])
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}")
