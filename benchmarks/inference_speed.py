@@ -7,8 +7,12 @@
 Variants (each on a fresh model with the same random weights):
 
 * ``eager``: ``model.eval()`` under ``torch.inference_mode()``, float32, NCHW;
-* ``opt fp32``: ``optimize(model, dtype=torch.float32)``: BN folding, channels-last, fused attention;
-* ``opt``: ``optimize(model)``, the default: the above plus bfloat16 when the CPU supports it;
+* ``opt fp32``: ``optimize(model, dtype=torch.float32)``, float32 with the default backend
+  (``'auto'``: ONNX Runtime where installed, else the torch path);
+* ``torch fp32``: ``optimize(model, dtype=torch.float32, backend='torch')``: BN folding,
+  channels-last, fused attention in eager PyTorch;
+* ``opt``: ``optimize(model)``, the default: float32 as ``opt fp32``, or the torch path in bfloat16
+  when the CPU has native bfloat16;
 * ``opt+jit``: the default plus ``jit=True`` (per-shape traced, frozen TorchScript graph);
 * ``opt+compile`` (``--compile``): the default plus ``torch.compile`` (Inductor, freezing);
 * ``ort`` (``--ort``): ``optimize(model, backend='onnxruntime')``: the float graph in ONNX Runtime;
@@ -68,6 +72,8 @@ def make_variant(name: str, variant: str, x: torch.Tensor) -> tuple[Callable[[to
     kwargs: dict[str, Any] = dict(example=x[:1])
     if variant == "opt fp32":
         kwargs["dtype"] = torch.float32
+    if variant == "torch fp32":
+        kwargs.update(dtype=torch.float32, backend="torch")
     if variant == "opt+compile":
         kwargs["compile"] = True
     if variant == "opt+jit":
@@ -130,7 +136,9 @@ def markdown(rows: list[dict[str, Any]], variants: list[str], meta: dict[str, An
         for v in variants[1:]:
             cells += [f"{t[v]:.1f}", f"**{t[v] / t['eager']:.2f}**"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "What `optimize` applied (batch 1 run; `jit_traced_shapes` counts the shapes traced so far):", ""]
+    lines += ["", "What `optimize` applied (batch 1 run; `jit_traced_shapes` counts the shapes traced so far;",
+              "`export_s`: the one-off ONNX export + session start inside `optimize`; `first_two_calls_s`: the",
+              "first two calls after it):", ""]
     seen = set()
     for r in rows:
         if r["model"] in seen:
@@ -138,6 +146,7 @@ def markdown(rows: list[dict[str, Any]], variants: list[str], meta: dict[str, An
         seen.add(r["model"])
         for v in variants[1:]:
             rep = {k: val for k, val in r["reports"].get(v, {}).items() if k != "prepare_s"}
+            rep["first_two_calls_s"] = round(r["warmup_s"].get(v, float("nan")), 2)
             lines.append(f"- {r['model']} / {v}: " + ", ".join(f"{k}={val}" for k, val in rep.items()))
     if any("opt+compile" in r["warmup_s"] for r in rows):
         lines += ["", "First two calls (compile time included) of `opt+compile`, seconds: " +
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from visionzoo.inference import bf16_supported
 
-    variants = ["eager", "opt fp32", "opt", "opt+jit"] + (["opt+compile"] if args.compile else []) \
+    variants = ["eager", "opt fp32", "torch fp32", "opt", "opt+jit"] + (["opt+compile"] if args.compile else []) \
         + (["ort", "auto"] if args.ort else []) + (["int8"] if args.int8 else [])
     if args.variants:
         variants = ["eager"] + [v for v in args.variants if v != "eager"]

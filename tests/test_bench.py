@@ -262,6 +262,33 @@ def test_select_uses_given_measurements_with_shipped_reference(tmp_path, capsys)
     assert "measuring is off" in text  # the other test models had no measurement
 
 
+def test_select_optimize_ranks_by_optimized_latency(tmp_path, capsys):
+    """--optimize reads the optimized inference records; training figures still come from the plain model."""
+    from visionzoo.bench.results import ResultWriter
+
+    path = tmp_path / "m.csv"
+    w = ResultWriter(path)
+    base = dict(img_size=160, params=400000, gmacs=0.05, infer_batch_size=1, device="cpu", threads=2,
+                dtype="float32", host="elsewhere")
+    # eager: resnet fast, vit slow; optimized: the other way round
+    for name, eager, opt in (("test_resnet", 5.0, 4.0), ("test_vit", 50.0, 8.0)):
+        w.write(dict(model=name, infer_step_ms=eager, optimized=False, train_batch_size=32, train_step_ms=90.0,
+                     train_peak_mem_mib=100.0, **base))
+        w.write(dict(model=name, infer_step_ms=opt, optimized=True, **base))
+    args = ["select", "--models", "test_resnet", "test_vit", "--img-size", "160", "--max-latency-ms", "10",
+            "--threads", "2", "--measurements", str(path), "--no-run", "--no-progress", "--json"]
+    assert main(args) == 0
+    plain = {r["model"].split(".")[0]: r for r in json.loads(capsys.readouterr().out)}
+    assert plain["test_resnet"]["status"] == "ok" and plain["test_vit"]["status"] == "rejected"
+    assert main(args + ["--optimize", "--max-train-memory-gb", "1"]) == 0
+    opt = {r["model"].split(".")[0]: r for r in json.loads(capsys.readouterr().out)}
+    assert opt["test_vit"]["status"] == "ok" and opt["test_vit"]["infer_step_ms"] == 8.0
+    assert opt["test_resnet"]["infer_step_ms"] == 4.0 and opt["test_vit"]["train_peak_mem_mib"] == 100.0
+    sel = visionzoo.select(models=["test_vit"], img_size=160, threads=2, measurements=[path], run=False,
+                           progress=False, optimize=True)
+    assert "optimized" in sel.report().splitlines()[0]
+
+
 def test_select_bad_input(reference, capsys):
     assert main(["select", "--reference", str(reference), "--img-size", "31"]) == 1
     assert "no published result at img_size 31" in capsys.readouterr().err

@@ -116,5 +116,5 @@ def test_optimize_handles_lambda_conv3d() -> None:
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
-    fast = visionzoo.optimize(model, dtype=torch.float32, example=x)
+    fast = visionzoo.optimize(model, backend="torch", dtype=torch.float32, example=x)
     torch.testing.assert_close(fast(x), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())

@@ -88,7 +88,7 @@ def test_optimize_reparameterizes() -> None:
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
-    opt = visionzoo.optimize(model, dtype=torch.float32, channels_last=False, fold_bn=False, example=x)
+    opt = visionzoo.optimize(model, backend="torch", dtype=torch.float32, channels_last=False, fold_bn=False, example=x)
     assert opt.report["reparameterized"] > 0
     assert all(b.reparam_conv is not None for b in model.modules() if isinstance(b, RepVggBlock))
     out = opt(x)
@@ -97,7 +97,7 @@ def test_optimize_reparameterizes() -> None:
 
 def test_optimize_can_skip_reparam() -> None:
     model = ByobNet(cfg=TINY_REPVGG, num_classes=10).eval()
-    visionzoo.optimize(model, dtype=torch.float32, channels_last=False, fold_bn=False, reparam=False,
+    visionzoo.optimize(model, backend="torch", dtype=torch.float32, channels_last=False, fold_bn=False, reparam=False,
                        example=torch.randn(1, 3, 32, 32))
     assert all(b.reparam_conv is None for b in model.modules() if isinstance(b, RepVggBlock))
 

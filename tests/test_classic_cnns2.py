@@ -59,7 +59,7 @@ def test_lcnetv2_optimize_reparameterizes() -> None:
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
-    opt = visionzoo.optimize(model, dtype=torch.float32, channels_last=False, fold_bn=False, example=x)
+    opt = visionzoo.optimize(model, backend="torch", dtype=torch.float32, channels_last=False, fold_bn=False, example=x)
     assert opt.report["reparameterized"] > 0
     assert all(m.fused for m in model.modules() if isinstance(m, RepDepthwiseSeparable) and m.use_rep)
     out = opt(x)

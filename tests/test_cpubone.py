@@ -101,7 +101,7 @@ def test_reparameterize_folds_groupnorm_affines_exactly():
 
 def test_optimize_reparameterizes_and_folds_bn():
     model, x, ref = _nano_and_reference(1)
-    opt = visionzoo.optimize(copy.deepcopy(model), dtype=torch.float32, img_size=64)
+    opt = visionzoo.optimize(copy.deepcopy(model), backend="torch", dtype=torch.float32, img_size=64)
     assert opt.report["reparameterized"] >= 1
     assert opt.report["folded_bn"] > 0 and opt.report["fused_attn_modules"] == 3
     assert not any(isinstance(m, nn.GroupNorm) and m.affine for m in opt.model.stages[2].modules())

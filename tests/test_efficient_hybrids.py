@@ -122,7 +122,7 @@ def test_fastvit_optimize_fuses_automatically():
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         ref = model(x)
-    opt = optimize(copy.deepcopy(model), dtype=torch.float32, example=x)
+    opt = optimize(copy.deepcopy(model), backend="torch", dtype=torch.float32, example=x)
     assert opt.report["reparameterized"] > 0
     with torch.no_grad():
         out = opt(x)

@@ -297,7 +297,7 @@ def test_optimize_matches_eager(family: str) -> None:
     x = example_input(model, size, batch_size=2, seed=3)
     with torch.inference_mode():
         ref = model(x)
-    fast = optimize(model, compile=False, dtype="float32", img_size=size)
+    fast = optimize(model, backend="torch", compile=False, dtype="float32", img_size=size)
     assert isinstance(fast, OptimizedModel)
     got = fast(x)
     diff = (got.double() - ref.double()).abs().max().item()
@@ -342,7 +342,7 @@ def test_optimize_jit_matches_eager(family: str) -> None:
 def test_optimize_defaults() -> None:
     """Default dtype: bfloat16 exactly when the CPU supports it; no compile; BN folded; idempotence guarded."""
     model = _Tricky().eval()
-    fast = optimize(model, img_size=32)
+    fast = optimize(model, backend="torch", img_size=32)
     assert fast.report["dtype"] == ("bfloat16" if bf16_supported() else "float32")
     assert fast.report["compiled"] is False and fast.report["folded_bn"] == 4
     assert fast(torch.randn(3, 3, 32, 32)).dtype == torch.float32

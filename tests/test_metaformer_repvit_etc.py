@@ -122,7 +122,7 @@ def test_optimize_reparameterizes_repvit(legacy):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
-    opt = visionzoo.optimize(model, dtype=torch.float32, channels_last=False, example=x)
+    opt = visionzoo.optimize(model, backend="torch", dtype=torch.float32, channels_last=False, example=x)
     assert opt.report["reparameterized"] >= 6
     assert all(m.reparam_conv is not None for m in model.modules() if isinstance(m, RepVggDw))
     out = opt(x)
@@ -152,7 +152,7 @@ def test_repvit_registered_model_builds_and_reparameterizes():
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         ref = model(x)
-        n = visionzoo.optimize(model, dtype=torch.float32, channels_last=False, example=x)(x)
+        n = visionzoo.optimize(model, backend="torch", dtype=torch.float32, channels_last=False, example=x)(x)
     assert (n - ref).abs().max().item() <= 1e-4 * ref.abs().max().item() + 1e-5
 
 

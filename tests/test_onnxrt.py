@@ -109,11 +109,31 @@ def test_auto_backend_falls_back_to_torch(monkeypatch):
     x = torch.randn(2, *model.pretrained_cfg.input_size)
     with torch.inference_mode():
         ref = model(x)
-    fast = optimize(model, backend="auto", verify=True)
+    fast = optimize(model, backend="auto", dtype="float32", verify=True)
     assert fast.report["backend"] == "torch" and "cannot export" in fast.report["onnxruntime_error"]
     torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
     with pytest.raises(RuntimeError, match="cannot export"):  # an explicit backend does not fall back
         optimize(visionzoo.create_model("test_resnet").eval(), backend="onnxruntime")
+
+
+def test_default_backend_is_onnxruntime_for_float32_with_size_fallback():
+    """optimize()'s default ('auto') runs float32 in ONNX Runtime; other image sizes run on the folded
+    torch model; an explicit 'onnxruntime' backend says which size it was exported for."""
+    model = visionzoo.create_model("test_resnet").eval()
+    size = model.pretrained_cfg.input_size
+    x, other = torch.randn(2, *size), torch.randn(1, size[0], size[1] + 32, size[2] + 32)
+    with torch.inference_mode():
+        ref, ref_other = model(x), model(other)
+    fast = optimize(model, dtype="float32")
+    assert fast.report["backend"] == "onnxruntime" and fast.report["export_s"] >= 0
+    torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast(other), ref_other, atol=1e-4, rtol=1e-4)  # the torch fallback
+    # what only torch does keeps the torch path
+    for kw in (dict(dtype="bfloat16"), dict(dtype="float32", jit=True)):
+        assert "backend" not in optimize(visionzoo.create_model("test_resnet").eval(), **kw).report
+    strict = optimize(visionzoo.create_model("test_resnet").eval(), dtype="float32", backend="onnxruntime")
+    with pytest.raises(ValueError, match=r"exported for inputs \[N, 3"):
+        strict(other)
 
 
 def test_benchmark_and_select_measure_int8(tmp_path, monkeypatch, capsys):

@@ -162,7 +162,8 @@ class Selection:
         shown = self.front + self.rejected[:15] + self.skipped[:8] + self.not_implemented[:10]
         w = min(max([len(c.name) for c in shown] + [20]) + 1, 60)
         lines = [f"visionzoo select on {q['host']} ({q['device']}, {q['threads']} threads, {q['dtype']}"
-                 f"{', channels_last' if q['channels_last'] else ''}), inference batch {q['batch_size']}, "
+                 f"{', channels_last' if q['channels_last'] else ''}"
+                 f"{', optimized' if q.get('optimize') else ''}), inference batch {q['batch_size']}, "
                  f"training batch {q['train_batch_size']}, "
                  f"{'img ' + str(q['img_size']) if q['img_size'] else 'each tag at its evaluation size'}"]
         limits = [f"{k}={v}" for k, v in q["limits"].items() if v is not None]
@@ -331,6 +332,7 @@ class SelectionQuery:
     device: str = "cpu"
     dtype: str = "float32"
     channels_last: bool = False
+    optimize: bool = False
     models: Sequence[str] = ()
     exclude: Sequence[str] = ()
     pretrain: Sequence[str] = ()
@@ -439,6 +441,7 @@ class Measurer:
         self.log = log or (lambda s: None)
         self.base_cfg = BenchConfig(batch_size=q.batch_size, train_batch_size=q.train_batch_size, device=q.device,
                                     dtype=q.dtype, channels_last=q.channels_last, threads=q.threads,
+                                    optimize=q.optimize,
                                     warmup=q.warmup, repeats=q.repeats, min_time=q.min_time, max_runs=30)
         self.device = self.base_cfg.device
         self.threads = None if self.device.startswith("cuda") else (q.threads or torch.get_num_threads())
@@ -462,7 +465,8 @@ class Measurer:
 
         q = self.query
         return dict(host=host_id(self.device), device=self.device, threads=self.threads, dtype=q.dtype,
-                    channels_last=q.channels_last, batch_size=q.batch_size, train_batch_size=q.train_batch_size,
+                    channels_last=q.channels_last, optimize=q.optimize or q.dtype == "int8",
+                    batch_size=q.batch_size, train_batch_size=q.train_batch_size,
                     img_size=q.img_size, timing=q.timing, limits=q.limits)
 
     def known(self, c: Candidate) -> dict[str, Any]:
@@ -470,12 +474,18 @@ class Measurer:
         from .cache import lookup
 
         q = self.query
+        from .cache import _TRAIN
+
+        optimized = q.optimize or q.dtype == "int8"
         kw = dict(device=self.device, threads=self.threads, dtype=q.dtype, channels_last=q.channels_last,
-                  optimized=q.dtype == "int8", infer_batch_size=q.batch_size, train_batch_size=q.train_batch_size)
+                  infer_batch_size=q.batch_size, train_batch_size=q.train_batch_size)
         out: dict[str, Any] = {}
         for recs, host in ((self.given, "*"), (self.cache, None)):
-            found = lookup(c.arch, c.row.img_size, records=recs, host=host, **kw) or {}
+            found = lookup(c.arch, c.row.img_size, records=recs, host=host, optimized=optimized, **kw) or {}
             out.update({k: v for k, v in found.items() if v is not None and k not in out})
+            if optimized:  # optimize() makes an inference model: training is measured on the plain one
+                plain = lookup(c.arch, c.row.img_size, records=recs, host=host, optimized=False, **kw) or {}
+                out.update({k: v for k, v in plain.items() if k in _TRAIN and v is not None and k not in out})
         return out
 
     @property
@@ -667,6 +677,8 @@ def select(
         min_top1, max_params_m, max_gmacs: accuracy / size limits (published top-1, %).
         img_size: only results evaluated at this size (and measure at it); default each tag's size.
         threads, device, dtype, channels_last: the conditions to measure under.
+        optimize: rank by the latency after :func:`visionzoo.optimize` (its default backend: ONNX
+            Runtime where installed), the fast path a deployment uses; ``dtype='int8'`` implies it.
         models, exclude: wildcard filters on ``arch`` or ``arch.tag``. pretrain: keep these
             pre-training sets only (``in1k``, ``in21k``, ... from ``model_metadata-in1k.csv``).
         cost: x axis of the front: ``latency``, ``train-step``, ``train-memory``, ``gmacs``, ``params``.

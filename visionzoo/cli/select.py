@@ -29,6 +29,9 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
                    help="precision measured (default float32); int8: inference latency of the ONNX Runtime int8 "
                         "graph (training limits do not apply)")
     c.add_argument("--channels-last", action="store_true", help="measure in NHWC memory format")
+    c.add_argument("--optimize", action="store_true",
+                   help="rank by inference latency after visionzoo.optimize (the deployed fast path; "
+                        "ONNX Runtime where installed)")
     c.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
     c.add_argument("--repeats", type=int, default=5, help="timed inference calls at least (default 5)")
     c.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls at least (default 0.5)")
@@ -66,7 +69,8 @@ def run_select(args: argparse.Namespace) -> int:
         max_train_step_ms=args.max_train_step_ms, min_top1=args.min_top1, max_params_m=args.max_params,
         max_gmacs=args.max_gmacs, img_size=args.img_size, batch_size=args.batch_size,
         train_batch_size=args.train_batch_size, threads=args.threads, device=args.device, dtype=args.dtype,
-        channels_last=args.channels_last, models=args.models, exclude=args.exclude, pretrain=args.pretrain,
+        channels_last=args.channels_last, optimize=args.optimize, models=args.models, exclude=args.exclude,
+        pretrain=args.pretrain,
         cost=args.cost, timing=args.timing, top=args.top, measure_train=True if args.train else None, run=not args.no_run,
         max_benchmarks=args.max_benchmarks, measurements=args.measurements, plot=args.plot,
         reference=args.reference,

@@ -346,6 +346,25 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None,
 # the wrapper
 
 
+class _FixedShapeRunner:
+    """An exported graph fixed to one ``C, H, W`` (the batch axis is free): other sizes run on
+    ``fallback`` (the folded torch model) when there is one, else raise a clear error."""
+
+    def __init__(self, runner: Any, fallback: nn.Module | None, shape: tuple[int, ...]) -> None:
+        self.runner, self.fallback, self.shape = runner, fallback, shape
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(x, torch.Tensor) and not args and not kwargs and tuple(x.shape[1:]) == self.shape:
+            return self.runner(x)
+        if self.fallback is not None:
+            return self.fallback(x, *args, **kwargs)
+        got = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"this ONNX Runtime graph was exported for inputs [N, {', '.join(map(str, self.shape))}], "
+                         f"got {got}; optimize with example= of that size (or backend='auto' to run other sizes "
+                         "on the torch model)")
+
+
+
 class OptimizedModel(nn.Module):
     """Inference wrapper: converts inputs (memory format, dtype), runs under inference mode.
 
@@ -478,7 +497,7 @@ def optimize(
     compile_mode: str | None = None,
     jit: bool = False,
     verify: bool = False,
-    backend: str = "torch",
+    backend: str = "auto",
     calibration: Any = None,
     threads: int | None = None,
 ) -> OptimizedModel:
@@ -508,9 +527,13 @@ def optimize(
             is outside tolerance (float32: 1e-4 relative to the logit scale; bf16: :func:`bf16_close`).
         backend: ``'torch'`` (eager, optionally compiled), ``'onnxruntime'`` (export to ONNX and run
             it in ONNX Runtime with every graph optimisation: fused LayerNorm / GELU / MatMul+bias,
-            Conv+activation; export costs seconds to a minute once) or ``'auto'`` (ONNX Runtime
-            when installed and the model exports, else the torch path; see
-            ``benchmarks/results/inference_speed.md`` for what each backend gains per family).
+            Conv+activation; export costs seconds to a minute once, on this call) or ``'auto'``
+            (default): ONNX Runtime for float32 when it is installed and the model exports (the
+            fastest float32 path measured for every family benchmarked, transformers included:
+            ``benchmarks/results/inference_speed.md``), the torch path when ``compile``, ``jit``
+            or bfloat16 is asked for (or resolved from ``dtype='auto'`` on CPUs with native
+            bfloat16). Under ``'auto'`` an input of another image size than ``example`` runs on
+            the (folded) torch model; under ``'onnxruntime'`` it is an error.
         calibration: with ``dtype='int8'``: images to calibrate on (folder, tensor or batches);
             int8 always runs through ONNX Runtime, see :func:`visionzoo.deploy.onnxrt.quantize`.
         threads: intra-op threads of the ONNX Runtime session (default ``torch.get_num_threads()``).
@@ -522,13 +545,6 @@ def optimize(
         raise ValueError("model is already optimized")
     if backend not in ("torch", "onnxruntime", "auto"):
         raise ValueError(f"backend must be 'torch', 'onnxruntime' or 'auto', got {backend!r}")
-    if backend == "auto":  # ONNX Runtime where it is installed and the model exports, else torch
-        from .onnxrt import ort_available
-
-        backend = "onnxruntime" if ort_available()[0] else "torch"
-        fallback = backend == "onnxruntime"
-    else:
-        fallback = False
     if isinstance(dtype, str) and dtype.lower() in ("int8", "qint8"):
         if calibration is None:
             raise ValueError("dtype='int8' needs calibration images (a folder, a tensor or batches)")
@@ -546,6 +562,12 @@ def optimize(
             ref = model(example)
 
     dtype = _resolve_dtype(dtype)
+    fallback = backend == "auto"
+    if fallback:  # ONNX Runtime for float32 where it is installed, the torch path for what only torch does
+        from .onnxrt import ort_available
+
+        torch_only = compile or jit or dtype is not None
+        backend = "onnxruntime" if not torch_only and ort_available()[0] else "torch"
     if backend == "onnxruntime":  # ORT runs the float32 graph in its own (NCHW) layout
         channels_last, dtype = False, None
 
@@ -572,6 +594,7 @@ def optimize(
         try:
             with torch.inference_mode(False), torch.no_grad():
                 runner, info = ort_session(model, example.contiguous(), threads=threads)
+            runner = _FixedShapeRunner(runner, model if fallback else None, tuple(example.shape[1:]))
             report.update(info)
             compile = False
         except Exception as e:  # noqa: BLE001 - 'auto' keeps the (already folded) torch model
