@@ -35,6 +35,13 @@ REPRESENTATIVE = [
     "convnext_atto", "convnext_pico", "convnext_nano", "convnext_tiny", "swin_tiny_patch4_window7_224",
     "regnetx_004", "regnetx_016", "regnety_008", "regnety_016",
     "ese_vovnet19b_dw", "ese_vovnet39b", "densenet121", "densenet169", "vgg11",
+    # the CPU-first hybrids and MetaFormers (issue 17): the smallest one or two of each family
+    "poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18", "mambaout_femto", "mambaout_kobe",
+    "cpubone_nano", "cpubone_s0", "iformer_t", "repvit_m0_9", "repvit_m1_0", "efficientvim_m1", "lowformer_b0",
+    "starnet_s1", "starnet_s3", "fasternet_t0", "fasternet_t1", "edgenext_xx_small", "edgenext_x_small",
+    "efficientformerv2_s0", "efficientformerv2_s1", "efficientformer_l1", "shvit_s1", "shvit_s2",
+    "swiftformer_xs", "swiftformer_s", "inception_next_atto", "rdnet_tiny", "convmixer_1024_20_ks9_p14",
+    "mobilenetv5_base",
 ]
 RESULTS = Path(__file__).parent / "results"
 
@@ -76,7 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S"), wall_s=round(time.perf_counter() - t0, 1),
                     loadavg_after=os.getloadavg() if hasattr(os, "getloadavg") else None)
-        out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        # rows are appended to the CSV, so the meta file keeps every run's conditions (newest last)
+        meta_path = out.with_suffix(".meta.json")
+        runs = []
+        if meta_path.exists():
+            try:
+                prev = json.loads(meta_path.read_text())
+                runs = prev.get("runs", [prev]) if isinstance(prev, dict) else []
+            except ValueError:
+                runs = []
+        meta_path.write_text(json.dumps({"runs": runs + [meta]}, indent=1) + "\n")
     print(f"results: {out}\nmeta:    {out.with_suffix('.meta.json')}")
     return 0
 

@@ -61,8 +61,9 @@ def test_img_size_follows_the_images_within_the_model_size():
     assert infer_img_size(100, 224) == 96  # nearest multiple of 32
     assert infer_img_size(500, 224) == 224  # capped at the model's size
     assert infer_img_size(300, 256) == 256
-    # pretrained weights: at least a quarter of their size, rounded up to a multiple of 32
-    assert infer_img_size(32, 224, pretrained=True) == 64 and infer_img_size(8, 384, pretrained=True) == 96
+    # pretrained weights: at least 0.4 of their size, rounded up to a multiple of 32
+    assert infer_img_size(32, 224, pretrained=True) == 96 and infer_img_size(8, 384, pretrained=True) == 160
+    assert infer_img_size(32, 64, pretrained=True) == 32
     assert infer_img_size(160, 224, pretrained=True) == 160
 
 
@@ -80,10 +81,11 @@ def test_eval_crop_matches_the_mean_training_crop():
     assert math.isclose(eval_crop_pct((0.08, 1.0)), 0.735, abs_tol=1e-3)
 
 
-def test_auto_layer_decay_gives_the_first_layer_a_tenth():
+def test_auto_layer_decay_sets_the_first_layers_share():
     for n in (4, 18, 30):
         d = auto_layer_decay(n)
-        assert math.isclose(d ** (n - 1), 0.1, rel_tol=1e-4)
+        assert math.isclose(d ** (n - 1), 0.3, rel_tol=1e-4)
+        assert math.isclose(auto_layer_decay(n, 0.1) ** (n - 1), 0.1, rel_tol=1e-4)
     assert auto_layer_decay(1) == 1.0
     assert head_warmup_steps(43) == 43 and head_warmup_steps(5000) == 100
 
@@ -200,7 +202,7 @@ def test_pretrained_gets_layer_decay(tiny_model):
     recipe: dict = {}
     d = _resolve_layer_decay(TrainConfig(model=tiny_model, pretrained=True), model, recipe)
     n = param_layer_ids(model)[1]
-    assert d is not None and n >= 3 and math.isclose(d ** (n - 1), 0.1, rel_tol=1e-4)
+    assert d is not None and n >= 3 and math.isclose(d ** (n - 1), 0.3, rel_tol=1e-4)
     assert recipe["layer_decay"] == d
     assert _resolve_layer_decay(TrainConfig(model=tiny_model), model, {}) is None
     assert _resolve_layer_decay(TrainConfig(model=tiny_model, pretrained=True, layer_decay=1.0), model, {}) is None

@@ -100,7 +100,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (momentum / nesterov)")
     g.add_argument("--layer-decay", type=float, default=None,
                    help="layer-wise LR decay: block i of L trains at lr*decay**(L-1-i) (default with --pretrained: "
-                        "the first layer at lr/10; 1 = off)")
+                        "the first layer at 0.3 of lr; 1 = off)")
     g.add_argument("--head-warmup", type=float, default=None,
                    help="epochs of head-only training (backbone frozen) before the whole net (default with "
                         "--pretrained: 1 epoch, at most 100 steps; 0 = off)")

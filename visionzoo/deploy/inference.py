@@ -567,7 +567,10 @@ def optimize(
         from .onnxrt import ort_available
 
         torch_only = compile or jit or dtype is not None
-        backend = "onnxruntime" if not torch_only and ort_available()[0] else "torch"
+        ort_ok, why = ort_available() if not torch_only else (False, "")
+        backend = "onnxruntime" if ort_ok else "torch"
+        if why:  # say why the faster float32 path was not taken
+            report["onnxruntime_error"] = why
     if backend == "onnxruntime":  # ORT runs the float32 graph in its own (NCHW) layout
         channels_last, dtype = False, None
 
