@@ -127,6 +127,16 @@ def test_default_backend_is_onnxruntime_for_float32_with_size_fallback():
     fast = optimize(model, dtype="float32")
     assert fast.report["backend"] == "onnxruntime" and fast.report["export_s"] >= 0
     torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
+    # the first call of a shape timed both backends and kept the faster; the choice is reported
+    choice = fast.report["backend_by_shape"]["2x" + "x".join(map(str, size))]
+    assert choice.split()[0] in ("onnxruntime", "torch") and "ms torch" in choice
+    from visionzoo.deploy.inference import _FixedShapeRunner
+
+    runner = fast._runner
+    assert isinstance(runner, _FixedShapeRunner)
+    for pick in ("onnxruntime", "torch"):  # both backends give the eager output
+        runner._picked[tuple(x.shape)] = pick
+        torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast(other), ref_other, atol=1e-4, rtol=1e-4)  # the torch fallback
     # what only torch does keeps the torch path
     for kw in (dict(dtype="bfloat16"), dict(dtype="float32", jit=True)):

@@ -347,22 +347,65 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None,
 
 
 class _FixedShapeRunner:
-    """An exported graph fixed to one ``C, H, W`` (the batch axis is free): other sizes run on
-    ``fallback`` (the folded torch model) when there is one, else raise a clear error."""
+    """An exported graph fixed to one ``C, H, W`` (the batch axis is free).
 
-    def __init__(self, runner: Any, fallback: nn.Module | None, shape: tuple[int, ...]) -> None:
+    With a ``fallback`` (the folded torch model; ``backend='auto'``) other image sizes run on it,
+    and for each new input shape (up to ``max_shapes``) the first call times both on that input
+    and keeps the faster: which backend wins depends on the CPU and the batch (ONNX Runtime's
+    fusions win on mobile nets; on some CPUs the torch GEMMs win on transformers at batch 8).
+    The choice per shape is in ``report['backend_by_shape']``. Without a fallback other sizes
+    are an error that names the exported size.
+    """
+
+    max_shapes = 8
+
+    def __init__(self, runner: Any, fallback: nn.Module | None, shape: tuple[int, ...],
+                 report: dict[str, Any] | None = None, channels_last: bool = False) -> None:
         self.runner, self.fallback, self.shape = runner, fallback, shape
+        self.report = report if report is not None else {}
+        self.channels_last = channels_last
+        self._picked: dict[tuple[int, ...], str] = {}
+
+    def _torch(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        assert self.fallback is not None
+        if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.fallback(x, *args, **kwargs)
+
+    def _race(self, x: torch.Tensor) -> str:
+        """Time both backends on ``x`` (one untimed call, then the best of two) and keep the faster."""
+        best: dict[str, float] = {}
+        for name, fn in (("onnxruntime", self.runner), ("torch", self._torch)):
+            fn(x)
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                fn(x)
+                times.append(time.perf_counter() - t0)
+            best[name] = min(times)
+        pick = min(best, key=best.get)
+        self.report.setdefault("backend_by_shape", {})["x".join(map(str, x.shape))] = \
+            f"{pick} ({best['onnxruntime'] * 1e3:.1f} ms onnxruntime, {best['torch'] * 1e3:.1f} ms torch)"
+        return pick
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(x, torch.Tensor) and not args and not kwargs and tuple(x.shape[1:]) == self.shape:
-            return self.runner(x)
-        if self.fallback is not None:
-            return self.fallback(x, *args, **kwargs)
-        got = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"this ONNX Runtime graph was exported for inputs [N, {', '.join(map(str, self.shape))}], "
-                         f"got {got}; optimize with example= of that size (or backend='auto' to run other sizes "
-                         "on the torch model)")
-
+        fits = isinstance(x, torch.Tensor) and not args and not kwargs and tuple(x.shape[1:]) == self.shape
+        if self.fallback is None:
+            if fits:
+                return self.runner(x)
+            got = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"this ONNX Runtime graph was exported for inputs [N, {', '.join(map(str, self.shape))}], "
+                             f"got {got}; optimize with example= of that size (or backend='auto' to run other "
+                             "sizes on the torch model)")
+        if not fits:
+            return self._torch(x, *args, **kwargs)
+        key = tuple(x.shape)
+        pick = self._picked.get(key)
+        if pick is None:
+            if len(self._picked) >= self.max_shapes:
+                return self.runner(x)
+            pick = self._picked[key] = self._race(x)
+        return self.runner(x) if pick == "onnxruntime" else self._torch(x)
 
 
 class OptimizedModel(nn.Module):
@@ -597,8 +640,11 @@ def optimize(
         try:
             with torch.inference_mode(False), torch.no_grad():
                 runner, info = ort_session(model, example.contiguous(), threads=threads)
-            runner = _FixedShapeRunner(runner, model if fallback else None, tuple(example.shape[1:]))
             report.update(info)
+            if fallback:  # the torch twin runs other sizes and races ONNX Runtime per shape: give it NHWC
+                model = _to_channels_last(model)
+            runner = _FixedShapeRunner(runner, model if fallback else None, tuple(example.shape[1:]), report,
+                                       channels_last=fallback)
             compile = False
         except Exception as e:  # noqa: BLE001 - 'auto' keeps the (already folded) torch model
             if not fallback:
@@ -619,6 +665,8 @@ def optimize(
 
     out_model = OptimizedModel(model, runner if runner is not model else None, channels_last=channels_last,
                                dtype=dtype, inference_mode=inference_mode, jit=jit, report=report)
+    if isinstance(runner, _FixedShapeRunner):
+        runner.report = out_model.report  # the per-shape backend choices land in the model's report
     if verify:
         got = out_model(example)
         ok, msg = outputs_close(got, ref, dtype)
