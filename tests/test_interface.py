@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import visionzoo
+from visionzoo.data.config import resolve_model_data_config
 from visionzoo.interface import VisionModel
 import fixture_data
 
@@ -101,6 +102,8 @@ def test_interface_every_arch(name):
         info = model.feature_info
         assert info and all({"num_chs", "reduction", "module"} <= set(f) for f in info)
         c, h, w = model.pretrained_cfg.input_size
+        # the eval transform is built for the channels the model takes (not its first layer's width)
+        assert resolve_model_data_config(model)["input_size"][0] == c, f"{name}: data config channels"
         feats, maps = model.forward_intermediates(torch.empty(1, c, h, w))
         assert len(maps) == len(info)
         for m, f in zip(maps, info):

@@ -30,9 +30,11 @@ def _model_in_chans(model: nn.Module | None, cfg: Mapping[str, Any]) -> int | No
     first = cfg.get("first_conv")
     first = first[0] if isinstance(first, (list, tuple)) else first
     try:
-        return int(model.get_submodule(first).weight.shape[1]) if first else None
-    except (AttributeError, IndexError):
+        weight = model.get_submodule(first).weight if first else None
+    except AttributeError:
         return None
+    # a conv's input channels; a linear patch embedding's width is patch area x channels, not channels
+    return int(weight.shape[1]) if weight is not None and weight.dim() >= 3 else None
 
 
 def resolve_data_config(

@@ -199,6 +199,7 @@ class Gemma4VisionEncoder(FeatureMixin, nn.Module):
         # fixed statistics from the checkpoint (buffers, not trained)
         self.register_buffer("std_bias", torch.zeros(embed_dim) if standardize else None)
         self.register_buffer("std_scale", torch.ones(embed_dim) if standardize else None)
+        self.in_chans = in_chans  # the patch embedding is a linear layer over patch area x channels
         self.patch_embed = Gemma4PatchEmbed(patch_size, in_chans, embed_dim)
         grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.rope = SplitAxisRope(embed_dim // num_heads, grid=grid, temperature=rope_temperature)
@@ -310,6 +311,7 @@ class Gemma4Vit(FeatureMixin, nn.Module):
                  **encoder_args) -> None:
         super().__init__()
         self.encoder = Gemma4VisionEncoder(**encoder_args)
+        self.in_chans = self.encoder.in_chans
         self.num_classes, self.global_pool = num_classes, global_pool
         self.num_features = self.head_hidden_size = self.encoder.embed_dim
         self.grad_checkpointing = False

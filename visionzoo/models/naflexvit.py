@@ -276,6 +276,7 @@ class NaFlexVit(FeatureMixin, nn.Module):
         self.has_class_token = class_token
         self.grad_checkpointing = False
 
+        self.in_chans = in_chans  # the patch embedding is a linear layer over patch area x channels
         self.embeds = NaFlexEmbeds(patch_size, in_chans, embed_dim, class_token, reg_tokens, pos_embed,
                                    pos_embed_grid_size, pos_embed_ar_preserving, pos_embed_interp_mode,
                                    pos_embed_align_corners)

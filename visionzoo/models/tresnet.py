@@ -113,6 +113,7 @@ class TResNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
         if len(layers) != 4:
             raise ValueError(f"TResNet has four stages, got layers={tuple(layers)}")
         self.num_classes = num_classes
+        self.in_chans = in_chans  # the stem conv sees in_chans * 16 (space-to-depth)
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
         aa = partial(BlurPool2d, filt_size=3)
