@@ -571,12 +571,14 @@ def optimize(
         backend: ``'torch'`` (eager, optionally compiled), ``'onnxruntime'`` (export to ONNX and run
             it in ONNX Runtime with every graph optimisation: fused LayerNorm / GELU / MatMul+bias,
             Conv+activation; export costs seconds to a minute once, on this call) or ``'auto'``
-            (default): ONNX Runtime for float32 when it is installed and the model exports (the
-            fastest float32 path measured for every family benchmarked, transformers included:
-            ``benchmarks/results/inference_speed.md``), the torch path when ``compile``, ``jit``
+            (default): float32 through ONNX Runtime when it is installed and the model exports,
+            raced on the first call of each input shape against the folded channels-last torch
+            model, the faster kept (``report['backend_by_shape']``; ORT wins on the CNNs, on some
+            CPUs torch's GEMMs win on transformers at larger batches:
+            ``benchmarks/results/inference_speed.md``); the torch path when ``compile``, ``jit``
             or bfloat16 is asked for (or resolved from ``dtype='auto'`` on CPUs with native
             bfloat16). Under ``'auto'`` an input of another image size than ``example`` runs on
-            the (folded) torch model; under ``'onnxruntime'`` it is an error.
+            the torch model; under ``'onnxruntime'`` it is an error.
         calibration: with ``dtype='int8'``: images to calibrate on (folder, tensor or batches);
             int8 always runs through ONNX Runtime, see :func:`visionzoo.deploy.onnxrt.quantize`.
         threads: intra-op threads of the ONNX Runtime session (default ``torch.get_num_threads()``).
