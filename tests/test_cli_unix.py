@@ -223,7 +223,8 @@ def test_sigint_benchmark_keeps_finished_models(tmp_path):
     out = tmp_path / "bench.jsonl"
     models = ["test_resnet", "test_convnext", "test_vit"]
     cmd = CMD + ["benchmark", *models, "--mode", "infer", "--img-size", "32", "--min-time", "2", "--warmup", "1",
-                 "--repeats", "1", "--threads", "1", "--no-progress", "--out", str(out), "--json"]
+                 "--repeats", "1", "--max-runs", "1000000", "--threads", "1", "--no-progress", "--out", str(out),
+                 "--json"]  # --max-runs: the default 50 calls of a tiny model end before --min-time
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
                             cwd=tmp_path)
     _wait_for(lambda: out.exists() and out.read_text().count("\n") >= 1, proc, "first benchmark record")
