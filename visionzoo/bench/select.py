@@ -362,6 +362,11 @@ class SelectionQuery:
             object.__setattr__(self, name, _as_tuple(getattr(self, name)))
 
     @property
+    def optimized(self) -> bool:
+        """Whether inference is timed after :func:`visionzoo.optimize` (int8 always is)."""
+        return self.optimize or self.dtype == "int8"
+
+    @property
     def limits(self) -> dict[str, float | None]:
         return {k: getattr(self, k) for k in _LIMITS}
 
@@ -465,7 +470,7 @@ class Measurer:
 
         q = self.query
         return dict(host=host_id(self.device), device=self.device, threads=self.threads, dtype=q.dtype,
-                    channels_last=q.channels_last, optimize=q.optimize or q.dtype == "int8",
+                    channels_last=q.channels_last, optimize=q.optimized,
                     batch_size=q.batch_size, train_batch_size=q.train_batch_size,
                     img_size=q.img_size, timing=q.timing, limits=q.limits)
 
@@ -476,7 +481,7 @@ class Measurer:
         q = self.query
         from .cache import _TRAIN
 
-        optimized = q.optimize or q.dtype == "int8"
+        optimized = q.optimized
         kw = dict(device=self.device, threads=self.threads, dtype=q.dtype, channels_last=q.channels_last,
                   infer_batch_size=q.batch_size, train_batch_size=q.train_batch_size)
         out: dict[str, Any] = {}

@@ -360,9 +360,9 @@ class _FixedShapeRunner:
     max_shapes = 8
 
     def __init__(self, runner: Any, fallback: nn.Module | None, shape: tuple[int, ...],
-                 report: dict[str, Any] | None = None, channels_last: bool = False) -> None:
+                 channels_last: bool = False) -> None:
         self.runner, self.fallback, self.shape = runner, fallback, shape
-        self.report = report if report is not None else {}
+        self.report: dict[str, Any] = {}  # the OptimizedModel's report, linked once it exists
         self.channels_last = channels_last
         self._picked: dict[tuple[int, ...], str] = {}
 
@@ -374,18 +374,13 @@ class _FixedShapeRunner:
 
     def _race(self, x: torch.Tensor) -> str:
         """Time both backends on ``x`` (one untimed call, then the best of two) and keep the faster."""
-        best: dict[str, float] = {}
-        for name, fn in (("onnxruntime", self.runner), ("torch", self._torch)):
-            fn(x)
-            times = []
-            for _ in range(2):
-                t0 = time.perf_counter()
-                fn(x)
-                times.append(time.perf_counter() - t0)
-            best[name] = min(times)
+        from ..bench.timing import time_callable
+
+        best = {name: time_callable(lambda fn=fn: fn(x), warmup=1, min_runs=2, max_runs=2, min_time_s=0).min_ms
+                for name, fn in (("onnxruntime", self.runner), ("torch", self._torch))}
         pick = min(best, key=best.get)
         self.report.setdefault("backend_by_shape", {})["x".join(map(str, x.shape))] = \
-            f"{pick} ({best['onnxruntime'] * 1e3:.1f} ms onnxruntime, {best['torch'] * 1e3:.1f} ms torch)"
+            f"{pick} ({best['onnxruntime']:.1f} ms onnxruntime, {best['torch']:.1f} ms torch)"
         return pick
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
@@ -645,7 +640,7 @@ def optimize(
             report.update(info)
             if fallback:  # the torch twin runs other sizes and races ONNX Runtime per shape: give it NHWC
                 model = _to_channels_last(model)
-            runner = _FixedShapeRunner(runner, model if fallback else None, tuple(example.shape[1:]), report,
+            runner = _FixedShapeRunner(runner, model if fallback else None, tuple(example.shape[1:]),
                                        channels_last=fallback)
             compile = False
         except Exception as e:  # noqa: BLE001 - 'auto' keeps the (already folded) torch model

@@ -29,8 +29,8 @@ from torch.utils.data.distributed import DistributedSampler
 from ..data.dataset import (DatasetError, ImageFolder, builtin_dataset_dir, check_images, find_classes,
                             find_split_dirs, split_samples)
 from .checkpoint import FORMAT, ResumeError, get_rng_state, load_training_checkpoint, save_checkpoint, set_rng_state
-from .defaults import (FIRST_LAYER_LR_FACTOR, ImageStats, augment_strength, augmentation, auto_layer_decay,
-                       eval_crop_pct, head_warmup_steps, infer_img_size, inspect_images)
+from .defaults import (FIRST_LAYER_LR_FACTOR, PRETRAINED_MIN_FRACTION, ImageStats, augment_strength, augmentation,
+                       auto_layer_decay, eval_crop_pct, head_warmup_steps, infer_img_size, inspect_images)
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 from .ema import ModelEma
 from .metrics import AverageMeter, plot_metrics, topk_correct, write_csv
@@ -413,7 +413,7 @@ def _setup_model(cfg: TrainConfig, num_classes: int, device: torch.device, stats
         img_size = infer_img_size(stats.median_short_side, model_size, cfg.pretrained)
         inferred.append(f"img_size {img_size} (median short side {stats.median_short_side:g} px of "
                         f"{stats.count} sampled images; model default {model_size}"
-                        f"{'; pretrained: at least 0.4 of it' if cfg.pretrained else ''})")
+                        f"{f'; pretrained: at least {PRETRAINED_MIN_FRACTION:g} of it' if cfg.pretrained else ''})")
         if crop_pct is None and img_size < model_size:  # the model's crop_pct was meant for its own size
             scale = cfg.scale if cfg.scale is not None else augmentation(augment_strength(img_size, num_train))["scale"]
             crop_pct = eval_crop_pct(scale)
