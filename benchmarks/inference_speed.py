@@ -15,6 +15,7 @@ Variants (each on a fresh model with the same random weights):
   when the CPU has native bfloat16;
 * ``opt+jit``: the default plus ``jit=True`` (per-shape traced, frozen TorchScript graph);
 * ``opt+compile`` (``--compile``): the default plus ``torch.compile`` (Inductor, freezing);
+* ``fp32+compile``: ``torch fp32`` plus ``torch.compile`` (Inductor, freezing), float32;
 * ``ort`` (``--ort``): ``optimize(model, backend='onnxruntime')``: the float graph in ONNX Runtime;
 * ``auto`` (``--ort``): ``optimize(model, backend='auto')``: per family, the faster of the two;
 * ``int8`` (``--int8``): ``optimize(model, dtype='int8', calibration=...)``: ONNX Runtime static
@@ -76,6 +77,8 @@ def make_variant(name: str, variant: str, x: torch.Tensor) -> tuple[Callable[[to
         kwargs.update(dtype=torch.float32, backend="torch")
     if variant == "opt+compile":
         kwargs["compile"] = True
+    if variant == "fp32+compile":
+        kwargs.update(dtype=torch.float32, backend="torch", compile=True)
     if variant == "opt+jit":
         kwargs["jit"] = True
     if variant in ("ort", "auto"):

@@ -57,9 +57,9 @@ def model_info(name: str) -> dict:
     with torch.device("meta"):
         model = create_model(name)
     cfg = model.pretrained_cfg
-    arch, tag = split_model_name_tag(name)
+    arch = split_model_name_tag(name)[0]
     if ":" in name:  # local-dir: / hf-hub: -> the architecture it holds
-        arch, tag = cfg.architecture, ""
+        arch = cfg.architecture
     cfgs = get_arch_pretrained_cfgs(arch)
     top1 = _published_top1(arch)
     return {

@@ -22,8 +22,8 @@ def add_similar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dedup", type=float, default=None, metavar="THRESHOLD",
                    help="list groups of near-duplicates: images linked by cosine similarity >= THRESHOLD (e.g. 0.9)")
     p.add_argument("--index", choices=INDEX_KINDS, default="auto",
-                   help=f"exact (compare with every vector), hnsw (approximate graph) or auto: exact up to "
-                        f"--exact-max vectors (default auto)")
+                   help="exact (compare with every vector), hnsw (approximate graph) or auto: exact up to "
+                        "--exact-max vectors (default auto)")
     p.add_argument("--exact-max", type=int, default=EXACT_MAX, help=f"largest set searched exactly by auto (default {EXACT_MAX})")
     set_completer(p.add_argument("--model", "-m", default=None,
                                  help="model for embedding the queries (default: the one recorded in EMBEDDINGS)"),

@@ -212,8 +212,6 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: b
             errors.append(f"legacy exporter: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             raise ExportError("ONNX export failed: " + "; ".join(errors)) from e
     # attach preprocessing metadata
-    import onnx
-
     proto = onnx.load(str(path), load_external_data=False)
     del proto.metadata_props[:]
     for k, v in meta.items():

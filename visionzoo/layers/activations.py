@@ -138,7 +138,3 @@ def _takes_inplace(layer: Callable[..., nn.Module]) -> bool:
         return "inplace" in inspect.signature(layer).parameters
     except (TypeError, ValueError):
         return False
-    try:
-        return layer(inplace=inplace, **kwargs)
-    except TypeError:  # activations without an inplace variant
-        return layer(**kwargs)

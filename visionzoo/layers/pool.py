@@ -5,7 +5,6 @@ from collections import OrderedDict
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .activations import LayerType, get_act_layer
 from .norm import get_norm_layer

@@ -5,7 +5,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .activations import LayerType, create_act_layer
 from .helpers import make_divisible

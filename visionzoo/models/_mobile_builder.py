@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..layers.activations import LayerType, get_act_layer
+from ..layers.activations import get_act_layer
 from ..layers.helpers import make_divisible
 from ..layers.norm_act import get_norm_act_layer
 from ..layers.padding import create_conv2d_pad

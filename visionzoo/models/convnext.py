@@ -237,6 +237,8 @@ class ConvNeXt(FeatureMixin, ClassifierHeadMixin, nn.Module):
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm_pre(x)
 
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.stages = self.stages[:num_stages]
         if prune_norm:
             self.norm_pre = nn.Identity()
 

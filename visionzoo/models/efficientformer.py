@@ -10,13 +10,13 @@ heads are averaged.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers.attention_bias import offset_bias_index, resample_offset_bias
+from ..layers.distill import DistilledHeadsMixin
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
 from ..layers.layer_scale import LayerScale, LayerScale2d
@@ -149,7 +149,7 @@ class EfficientFormerStage(nn.Module):
         return self.blocks(x)
 
 
-class EfficientFormer(FeatureMixin, ModelForwardMixin, nn.Module):
+class EfficientFormer(DistilledHeadsMixin, FeatureMixin, ModelForwardMixin, nn.Module):
     """Conv stem (stride 4), four stages (strides 4..32; the last ends in tokens), LayerNorm,
     token-mean pool and a distilled linear head."""
 
@@ -184,26 +184,8 @@ class EfficientFormer(FeatureMixin, ModelForwardMixin, nn.Module):
                              for i in range(len(depths))]
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.norm = nn.LayerNorm(self.num_features)
-        self.head = self._make_head(num_classes)
-        self.head_dist = self._make_head(num_classes)
-        self.distilled_training = False
+        self._init_heads(num_classes)
 
-    def _make_head(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.head = self._make_head(num_classes)
-        self.head_dist = self._make_head(num_classes)
-
-    def set_distilled_training(self, enable: bool = True) -> None:
-        """Training mode then returns both heads' logits (for the distillation loss)."""
-        self.distilled_training = enable
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -219,10 +201,7 @@ class EfficientFormer(FeatureMixin, ModelForwardMixin, nn.Module):
         x = F.dropout(x, self.drop_rate, self.training)
         if pre_logits:
             return x
-        y, y_dist = self.head(x), self.head_dist(x)
-        if self.distilled_training and self.training and not torch.jit.is_scripting():
-            return y, y_dist  # type: ignore[return-value]
-        return (y + y_dist) / 2
+        return self._distilled_heads(x)
 
     # FeatureMixin hooks
     def _final(self, x: torch.Tensor) -> torch.Tensor:

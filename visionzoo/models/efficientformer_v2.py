@@ -19,8 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers.attention_bias import offset_bias_index
-from ..layers.conv_bn import distilled_logits
 from ..layers.conv_norm_act import ConvNormAct
+from ..layers.distill import DistilledHeadsMixin
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
 from ..layers.layer_scale import LayerScale2d
@@ -213,7 +213,7 @@ class EfficientFormerV2Stage(nn.Module):
         return self.blocks(x)
 
 
-class EfficientFormerV2(FeatureMixin, ModelForwardMixin, nn.Module):
+class EfficientFormerV2(DistilledHeadsMixin, FeatureMixin, ModelForwardMixin, nn.Module):
     """Two-conv stride-4 stem, four conv stages (attention in the last blocks of stages 3-4),
     BatchNorm, mean pool, distilled linear heads."""
 
@@ -247,26 +247,8 @@ class EfficientFormerV2(FeatureMixin, ModelForwardMixin, nn.Module):
                              for i in range(len(depths))]
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.norm = nn.BatchNorm2d(self.num_features)
-        self.head = self._make_head(num_classes)
-        self.head_dist = self._make_head(num_classes)
-        self.distilled_training = False
+        self._init_heads(num_classes)
 
-    def _make_head(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.head = self._make_head(num_classes)
-        self.head_dist = self._make_head(num_classes)
-
-    def set_distilled_training(self, enable: bool = True) -> None:
-        """Training mode then returns both heads' logits (for the distillation loss)."""
-        self.distilled_training = enable
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -282,7 +264,7 @@ class EfficientFormerV2(FeatureMixin, ModelForwardMixin, nn.Module):
         x = F.dropout(x, self.drop_rate, self.training)
         if pre_logits:
             return x
-        return distilled_logits(self.head(x), self.head_dist(x), self.distilled_training and self.training)
+        return self._distilled_heads(x)
 
     def _final(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)

@@ -22,7 +22,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers.drop import DropPath, drop_path_rates
-from ..layers.grad_checkpoint import checkpoint_seq
 from ..layers.squeeze_excite import SEModule
 from .base import FeatureMixin, ModelForwardMixin, Variant, register_family
 from .efficientvit_mit import ConvLayer

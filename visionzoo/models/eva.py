@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers.activations import LayerType, get_act_layer
+from ..layers.activations import LayerType
 from ..layers.attention import AttentionPoolLatent, scaled_dot_product_attention
 from ..layers.config import use_fused_attn
 from ..layers.drop import DropPath

@@ -21,7 +21,6 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..layers.attention import Attention
 from ..layers.conv_norm_act import ConvNormAct

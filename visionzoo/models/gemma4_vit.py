@@ -34,7 +34,7 @@ from ..layers.helpers import to_2tuple
 from ..layers.rope import AxialRope, angles_to_embed, apply_rope, axial_rope_angles
 from ..layers.weight_init import trunc_normal_
 from .base import FeatureMixin, Variant, register_family
-from .qwen3_vit import _PooledHead
+from .qwen3_vit import PooledEncoderModel, _PooledHead
 
 __all__ = ["Gemma4VisionEncoder", "Gemma4Vit", "ClippableLinear", "SplitAxisRope", "apply_split_rope", "VARIANTS"]
 
@@ -302,70 +302,25 @@ class Gemma4VisionEncoder(FeatureMixin, nn.Module):
         self.blocks = self.blocks[:num_stages]
 
 
-class Gemma4Vit(FeatureMixin, nn.Module):
+class Gemma4Vit(PooledEncoderModel):
     """The encoder under ``encoder.`` with a pooled head over its tokens (average, then an RMS norm
     without scale)."""
-    feature_cfg = {"feature_cls": "getter", "flatten_sequential": False}
 
     def __init__(self, *, num_classes: int = 0, global_pool: str = "avg", drop_rate: float = 0.0,
                  **encoder_args) -> None:
         super().__init__()
         self.encoder = Gemma4VisionEncoder(**encoder_args)
         self.in_chans = self.encoder.in_chans
-        self.num_classes, self.global_pool = num_classes, global_pool
         self.num_features = self.head_hidden_size = self.encoder.embed_dim
-        self.grad_checkpointing = False
         # weightless taps: the reference names this model's levels ``blocks.<i>`` (not
         # ``encoder.blocks.<i>``), so every features_only wrapper finds them here
         self.blocks = nn.ModuleList([nn.Identity() for _ in self.encoder.blocks])
         self.feature_info = [dict(f) for f in self.encoder.feature_info]
         self.pool_head = RmsPooledHead(self.num_features, drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def init_non_persistent_buffers(self) -> None:
-        self.encoder.init_non_persistent_buffers()
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder.forward_features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pool_head(x, self.global_pool)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    _stem_level = False
-    _output_fmts = ("NCHW", "NLC")
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        self.encoder.set_grad_checkpointing(enable)
-
-    def _forward_stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return self.encoder._forward_stem(x)
-
-    def _feature_stages(self) -> List[nn.Module]:
-        return self.encoder._feature_stages()
+        self._finish_head(num_classes, global_pool)
 
     def _run_stage(self, index: int, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return self.blocks[index](self.encoder._run_stage(index, stage, x))
-
-    def _final(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder._final(x)
-
-    def _level_output(self, x: torch.Tensor, is_last: bool, norm: bool, output_fmt: str,
-                      in_size: Tuple[int, int]) -> torch.Tensor:
-        return self.encoder._level_output(x, is_last, norm, output_fmt, in_size)
 
     def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
         self.encoder._prune_to(num_stages, prune_norm)

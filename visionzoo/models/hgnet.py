@@ -11,7 +11,6 @@ activation.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 import torch.nn as nn

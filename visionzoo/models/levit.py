@@ -16,13 +16,14 @@ A checkpoint meeting a model built for another ``img_size`` has its bias tables 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..layers.activations import LayerType, get_act_layer
 from ..layers.attention_bias import offset_bias_index, resample_offset_bias
+from ..layers.distill import DistilledHeadsMixin
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
 from .base import FeatureMixin, ModelForwardMixin, Variant, register_family
@@ -345,33 +346,20 @@ class Levit(FeatureMixin, ModelForwardMixin, nn.Module):
         return out
 
 
-class LevitDistilled(Levit):
+class LevitDistilled(DistilledHeadsMixin, Levit):
     """LeViT with a distillation head ``head_dist``: at inference the two heads are averaged; with
     ``set_distilled_training(True)`` in training mode both logits are returned."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.head_dist = self._make_head(self.num_classes)
-        self.distilled_training = False
+        self._init_heads(self.num_classes)
 
-    def get_classifier(self) -> nn.Module:
-        return self.head.linear if isinstance(self.head, NormLinearHead) else self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        super().reset_classifier(num_classes, global_pool)
-        self.head_dist = self._make_head(num_classes)
-
-    def set_distilled_training(self, enable: bool = True) -> None:
-        self.distilled_training = enable
+    _make_head = Levit._make_head
+    get_classifier = Levit.get_classifier
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self._pool(x)
-        if pre_logits:
-            return x
-        y, y_dist = self.head(x), self.head_dist(x)
-        if self.distilled_training and self.training and not torch.jit.is_scripting():
-            return y, y_dist  # type: ignore[return-value]
-        return (y + y_dist) / 2
+        return x if pre_logits else self._distilled_heads(x)
 
 
 def _cfgs() -> dict[str, dict]:

@@ -231,7 +231,7 @@ class MultiScaleVit(FeatureMixin, ClassifierHeadMixin, nn.Module):
 
         rates = drop_path_rates(drop_path_rate, list(depths))
         num_stages = len(depths)
-        dim, heads, kv_stride, reduction = embed_dim, num_heads, stride_kv, patch_stride
+        dim, kv_stride, reduction = embed_dim, stride_kv, patch_stride
         stages, self.feature_info = [], []
         for i, depth in enumerate(depths):
             stage_dim, stage_heads = embed_dim * 2 ** i, num_heads * 2 ** i

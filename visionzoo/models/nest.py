@@ -10,7 +10,7 @@ attention. Levels hand out NCHW maps.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn

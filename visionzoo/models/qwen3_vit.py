@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from ..layers.activations import LayerType
 from ..layers.grad_checkpoint import checkpoint_module
 from ..layers.helpers import to_2tuple
-from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.rope import AxialRope
 from ..layers.weight_init import trunc_normal_
@@ -239,38 +238,33 @@ class Qwen3VisionEncoder(FeatureMixin, nn.Module):
         self.reset_classifier(0)
 
 
-class Qwen3Vit(FeatureMixin, nn.Module):
-    """The encoder under ``encoder.`` with a pooled head: average over patch tokens (``merger=False``)
-    or over merged tokens, standardised (LayerNorm without affine), then an optional classifier."""
-    feature_cfg = {"feature_cls": "getter", "flatten_sequential": False}
+class PooledEncoderModel(FeatureMixin, nn.Module):
+    """Base of the models that keep a vision encoder under ``encoder.`` and put a pooled head on it.
 
-    def __init__(self, *, num_classes: int = 0, global_pool: str = "avg", drop_rate: float = 0.0,
-                 **encoder_args) -> None:
-        super().__init__()
-        if global_pool not in ("avg", "max", "avgmax", ""):
-            raise ValueError(f"global_pool must be 'avg', 'max', 'avgmax' or '', got {global_pool!r}")
-        self.encoder = Qwen3VisionEncoder(**encoder_args)
+    Subclasses build ``self.encoder``, ``self.pool_head`` and the widths, then call
+    :meth:`_finish_head`; forward, classifier and the feature hooks delegate to the encoder.
+    """
+    feature_cfg = {"feature_cls": "getter", "flatten_sequential": False}
+    _stem_level = False
+    _output_fmts = ("NCHW", "NLC")
+
+    def _finish_head(self, num_classes: int, global_pool: str) -> None:
+        """Set the classifier; the first call (from ``__init__``) also starts without checkpointing."""
+        if "grad_checkpointing" not in self.__dict__:
+            self.grad_checkpointing = False
         self.num_classes, self.global_pool = num_classes, global_pool
-        self.num_features = self.head_hidden_size = self.encoder.out_dim
-        self.grad_checkpointing = False
-        self.feature_info = [dict(f, module=f"encoder.{f['module']}") for f in self.encoder.feature_info]
-        self.pool_head = _PooledHead(self.num_features, drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def init_non_persistent_buffers(self) -> None:
         self.encoder.init_non_persistent_buffers()
 
-    def set_input_size(self, img_size: int | Sequence[int] | None = None) -> None:
-        self.encoder.set_input_size(img_size)
-
     def get_classifier(self) -> nn.Module:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._finish_head(num_classes, self.global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder.forward_features(x)
@@ -282,14 +276,11 @@ class Qwen3Vit(FeatureMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    # ---- features: delegated to the encoder's hooks ----------------------------------------
-    _stem_level = False
-    _output_fmts = ("NCHW", "NLC")
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
         self.encoder.set_grad_checkpointing(enable)
 
+    # ---- features: delegated to the encoder's hooks ----------------------------------------
     def _forward_stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         return self.encoder._forward_stem(x)
 
@@ -308,6 +299,25 @@ class Qwen3Vit(FeatureMixin, nn.Module):
 
     def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
         self.encoder._prune_to(num_stages, prune_norm)
+
+
+class Qwen3Vit(PooledEncoderModel):
+    """The encoder under ``encoder.`` with a pooled head: average over patch tokens (``merger=False``)
+    or over merged tokens, standardised (LayerNorm without affine), then an optional classifier."""
+
+    def __init__(self, *, num_classes: int = 0, global_pool: str = "avg", drop_rate: float = 0.0,
+                 **encoder_args) -> None:
+        super().__init__()
+        if global_pool not in ("avg", "max", "avgmax", ""):
+            raise ValueError(f"global_pool must be 'avg', 'max', 'avgmax' or '', got {global_pool!r}")
+        self.encoder = Qwen3VisionEncoder(**encoder_args)
+        self.num_features = self.head_hidden_size = self.encoder.out_dim
+        self.feature_info = [dict(f, module=f"encoder.{f['module']}") for f in self.encoder.feature_info]
+        self.pool_head = _PooledHead(self.num_features, drop_rate)
+        self._finish_head(num_classes, global_pool)
+
+    def set_input_size(self, img_size: int | Sequence[int] | None = None) -> None:
+        self.encoder.set_input_size(img_size)
 
     def _prune_head(self) -> None:
         self.encoder._prune_head()

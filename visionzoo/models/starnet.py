@@ -106,7 +106,8 @@ class StarNet(FeatureMixin, ModelForwardMixin, nn.Module):
         return self.norm(self.stages(self.stem(x)))
 
     # FeatureMixin hooks
-
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.stages = self.stages[:num_stages]
         if prune_norm:
             self.norm = nn.Identity()
 

@@ -10,12 +10,12 @@ with a distillation head: at inference the two heads are averaged (as in LeViT /
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..layers.distill import DistilledHeadsMixin
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.grad_checkpoint import checkpoint_seq
 from ..layers.pool import SelectAdaptivePool2d
@@ -132,7 +132,7 @@ class SwiftFormerStage(nn.Module):
         return self.blocks(x)
 
 
-class SwiftFormer(FeatureMixin, ModelForwardMixin, nn.Module):
+class SwiftFormer(DistilledHeadsMixin, FeatureMixin, ModelForwardMixin, nn.Module):
     """Two stride-2 conv stem, four stages (strides 4..32), BN, pool and a distilled linear head."""
 
     feature_cfg = {"feature_cls": "list", "flatten_sequential": True}
@@ -157,26 +157,10 @@ class SwiftFormer(FeatureMixin, ModelForwardMixin, nn.Module):
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.norm = nn.BatchNorm2d(self.num_features)
         self.global_pool = SelectAdaptivePool2d(global_pool, flatten=True)
-        self.head = self._make_head(num_classes)
-        self.head_dist = self._make_head(num_classes)
-        self.distilled_training = False
+        self._init_heads(num_classes)
 
-    def _make_head(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(global_pool, flatten=True)
-        self.head = self._make_head(num_classes)
-        self.head_dist = self._make_head(num_classes)
-
-    def set_distilled_training(self, enable: bool = True) -> None:
-        """Training mode then returns both heads' logits (for the distillation loss)."""
-        self.distilled_training = enable
+    def _set_global_pool(self, global_pool: str) -> None:
+        self.global_pool = SelectAdaptivePool2d(global_pool, flatten=True)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -193,10 +177,7 @@ class SwiftFormer(FeatureMixin, ModelForwardMixin, nn.Module):
         if x.ndim == 4:  # unpooled: classify per position
             x = x.permute(0, 2, 3, 1)
             return ((self.head(x) + self.head_dist(x)) / 2).permute(0, 3, 1, 2)
-        y, y_dist = self.head(x), self.head_dist(x)
-        if self.distilled_training and self.training and not torch.jit.is_scripting():
-            return y, y_dist  # type: ignore[return-value]
-        return (y + y_dist) / 2
+        return self._distilled_heads(x)
 
     # FeatureMixin hooks
     def _final(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ patch embedding and MLP; its head is the CLIP image projection (``num_classes`` 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 import torch.nn as nn

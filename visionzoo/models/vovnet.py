@@ -195,6 +195,8 @@ class VovNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
             x = self.stem[2](x)
         return stage(x)
 
+    def _prune_to(self, num_stages: int, prune_norm: bool) -> None:
+        self.stages = self.stages[:num_stages]
         if num_stages == 0:
             self.stem = self.stem[:2]
 
