@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import visionzoo
 
 
 def _randomize_bn(model: torch.nn.Module) -> None:

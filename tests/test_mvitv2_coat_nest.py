@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from visionzoo.layers.rel_pos_bias import decomposed_rel_pos
-import visionzoo
 import torch.nn.functional as F
 
 from visionzoo.models.coat import CoaTParallel, ConvRelPosEnc, ParallelBlock, factorized_attention

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import visionzoo
 from visionzoo.models.convit import GPSA, ConVit

@@ -89,6 +89,7 @@ class RDNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
         stages, chs, reduction, self.feature_info = [], stem_chs, 4, []
         for i, g in enumerate(growth_rates):
             mods: list[nn.Module] = []
+            prev_chs = chs  # the previous dense stage's output width
             if i > 0:
                 out = int(chs * compression) // 8 * 8
                 k = 2 if i in stride_stages else 1
@@ -100,7 +101,6 @@ class RDNet(FeatureMixin, ClassifierHeadMixin, nn.Module):
                     reduction *= 2
             mods.append(DenseStage(chs, num_blocks, g, i >= ese_from, dpr[i]))
             chs += num_blocks * g
-            prev_chs = chs
             stages.append(nn.Sequential(*mods))
         self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"dense_stages.{n - 1}",
                                       growth_rate=growth_rates[-1]))
