@@ -126,6 +126,7 @@ def test_default_backend_is_onnxruntime_for_float32_with_size_fallback():
         ref, ref_other = model(x), model(other)
     fast = optimize(model, dtype="float32")
     assert fast.report["backend"] == "onnxruntime" and fast.report["export_s"] >= 0
+    assert fast.report["channels_last"] is False and fast.report["torch_channels_last"] is True
     torch.testing.assert_close(fast(x), ref, atol=1e-4, rtol=1e-4)
     # the first call of a shape timed both backends and kept the faster; the choice is reported
     choice = fast.report["backend_by_shape"]["2x" + "x".join(map(str, size))]

@@ -640,6 +640,7 @@ def optimize(
             report.update(info)
             if fallback:  # the torch twin runs other sizes and races ONNX Runtime per shape: give it NHWC
                 model = _to_channels_last(model)
+                report["torch_channels_last"] = True  # 'channels_last' stays False: ORT's graph is NCHW
             runner = _FixedShapeRunner(runner, model if fallback else None, tuple(example.shape[1:]),
                                        channels_last=fallback)
             compile = False
