@@ -501,3 +501,29 @@ def test_bf16_supported_requires_the_instructions(monkeypatch):
         inf.bf16_supported.cache_clear()
         assert inf.bf16_supported() is expected
     inf.bf16_supported.cache_clear()
+
+
+def test_packed_linear_matches_linear_and_falls_back() -> None:
+    from visionzoo.deploy.inference import PackedLinear, mkl_packed_linear_available, pack_linears
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(24, 40), nn.GELU(), nn.Linear(40, 8, bias=False))
+    plain = {k: v.clone() for k, v in model.state_dict().items()}
+    xs = [torch.randn(3, 24), torch.randn(2, 7, 24), torch.randn(1, 24), torch.randn(5, 24), torch.randn(6, 24),
+          torch.randn(2, 5, 24)]  # 6 row counts: more than PackedLinear.max_shapes
+    with torch.inference_mode():
+        refs = [model(x) for x in xs]
+    n = pack_linears(model)
+    if not mkl_packed_linear_available():
+        assert n == 0
+        pytest.skip("this PyTorch build has no MKL packed GEMM")
+    assert n == 2 and all(isinstance(m, PackedLinear) for m in (model[0], model[2]))
+    assert model.state_dict().keys() == plain.keys()
+    with torch.inference_mode():
+        for x, ref in zip(xs + xs, refs + refs):  # twice: packed (cached) and plain calls
+            torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-6)
+    assert len(model[0].__dict__["_packed"]) == PackedLinear.max_shapes
+    # gradients still flow through the plain kernel
+    x = torch.randn(3, 24, requires_grad=True)
+    model(x).sum().backward()
+    assert x.grad is not None and model[0].weight.grad is not None
