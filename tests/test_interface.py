@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 import visionzoo
 from visionzoo.data.config import resolve_model_data_config
@@ -115,3 +116,24 @@ def test_interface_every_arch(name):
         model.reset_classifier(3)
         assert model.num_classes == 3 and model.forward_head(feats).shape == (1, 3)
         assert model.get_classifier() is not None
+
+
+@pytest.mark.parametrize("name,norm_attr", [("convnext_tiny_hnf", "norm_pre"), ("starnet_s1", "norm")])
+def test_prune_norm_drops_the_final_norm(name, norm_attr):
+    """``prune_intermediate_layers(prune_norm=True)`` replaces the norm between trunk and head."""
+    with torch.device("meta"):
+        model = visionzoo.create_model(name)
+        assert not isinstance(getattr(model, norm_attr), nn.Identity)
+        kept = visionzoo.create_model(name)
+        kept.prune_intermediate_layers(len(kept.feature_info), prune_norm=False)
+        model.prune_intermediate_layers(len(model.feature_info), prune_norm=True)
+    assert isinstance(getattr(model, norm_attr), nn.Identity)
+    assert not isinstance(getattr(kept, norm_attr), nn.Identity)
+
+
+def test_vovnet_prune_to_the_stem_level_drops_the_strided_stem_conv():
+    with torch.device("meta"):
+        model = visionzoo.create_model("ese_vovnet19b_dw")
+        assert len(model.stem) == 3
+        model.prune_intermediate_layers([0])
+    assert len(model.stages) == 0 and len(model.stem) == 2
