@@ -525,8 +525,8 @@ class PackedLinear(nn.Linear):
     """``nn.Linear`` whose float32 CPU calls run MKL's packed-weight GEMM.
 
     MKL re-lays the weight out for its micro-kernel once per row count (batch x tokens) instead of
-    on every call; that saves most at small row counts (batch-1 transformers: ViT-S 1.14-1.21x in
-    ``benchmarks/results``). Packed copies are cached for up to :attr:`max_shapes` row counts; any
+    on every call; that saves most at small row counts (batch-1 transformers: ViT-S 1.08-1.19x over
+    eager in same-process runs, ``docs/export.md``). Packed copies are cached for up to :attr:`max_shapes` row counts; any
     other call (other dtype or device, gradients, more row counts) is a plain ``F.linear``. The
     parameters, and so the state dict, are the ``nn.Linear``'s.
     """
@@ -540,12 +540,12 @@ class PackedLinear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         w = packed.get(rows)
         if w is None:
-            if len(packed) >= self.max_shapes or packed.get("failed"):
+            if len(packed) >= self.max_shapes or self.__dict__.get("_pack_failed"):
                 return F.linear(x, self.weight, self.bias)
             try:
                 w = packed[rows] = torch.ops.mkl._mkl_reorder_linear_weight(self.weight.detach(), rows)
-            except RuntimeError:
-                packed["failed"] = True
+            except RuntimeError:  # this build or weight cannot be packed: plain linear from now on
+                self.__dict__["_pack_failed"] = True
                 return F.linear(x, self.weight, self.bias)
         x2 = x.reshape(rows, self.in_features).contiguous()
         bias = None if self.bias is None else self.bias.detach()
