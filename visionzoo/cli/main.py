@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "version": ("visionzoo.cli.version", "versions, platform, CPU features and accelerator (for bug reports)"),
 }
 
+# commands that run models call after call: the process keeps freed activation memory for the next
+# one (visionzoo.deploy.allocator; 1.1-1.6x on eager CNN batches, benchmarks/results/process_speed.md)
+_RUNS_MODELS = {"predict", "benchmark", "select", "train", "validate", "embed"}
+
 # exception types whose message speaks for itself; others are prefixed with their type name
 _PLAIN_ERRORS = (RuntimeError, ValueError, OSError, TypeError, ImportError)
 
@@ -178,6 +182,10 @@ def _main(argv: list[str], debug: bool) -> int:
     del args._subparsers
     module = importlib.import_module(COMMANDS[command][0])
     runner = getattr(module, f"run_{command}", getattr(module, "run", None))
+    if command in _RUNS_MODELS:
+        from ..deploy.allocator import tune_malloc
+
+        tune_malloc()
     try:
         rc = int(runner(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit

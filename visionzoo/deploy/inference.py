@@ -374,12 +374,18 @@ class _FixedShapeRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.fallback(x, *args, **kwargs)
 
-    def _race(self, x: torch.Tensor) -> str:
-        """Time both backends on ``x`` (one untimed call, then the best of two) and keep the faster."""
-        from ..bench.timing import time_callable
-
-        best = {name: time_callable(lambda fn=fn: fn(x), warmup=1, min_runs=2, max_runs=2, min_time_s=0).min_ms
-                for name, fn in (("onnxruntime", self.runner), ("torch", self._torch))}
+    def _race(self, x: torch.Tensor, rounds: int = 2) -> str:
+        """Time both backends on ``x`` and keep the faster: one untimed call each, then ``rounds``
+        alternating timed calls, best of each (alternating, so a burst of load elsewhere on the CPU
+        slows both rather than deciding the race)."""
+        fns = {"onnxruntime": self.runner, "torch": self._torch}
+        best = dict.fromkeys(fns, float("inf"))
+        for i in range(rounds + 1):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                fn(x)
+                if i:
+                    best[name] = min(best[name], (time.perf_counter() - t0) * 1e3)
         pick = min(best, key=best.get)
         self.report.setdefault("backend_by_shape", {})["x".join(map(str, x.shape))] = \
             f"{pick} ({best['onnxruntime']:.1f} ms onnxruntime, {best['torch']:.1f} ms torch)"
