@@ -83,6 +83,13 @@ def test_tune_malloc_runs_once_and_reports(monkeypatch):
     assert allocator.tune_malloc() == first and len(calls) == 2  # process-wide: applied once
 
 
+def test_thresholds_must_fit_a_c_int():
+    with pytest.raises(ValueError, match="mmap_threshold"):
+        allocator.tune_malloc(mmap_threshold=4 << 30)
+    with pytest.raises(ValueError, match="trim_threshold"):
+        allocator.tune_malloc(trim_threshold=0)
+
+
 def test_refused_thresholds_are_reported(monkeypatch):
     class RefusingLibc:
         def mallopt(self, param, value):

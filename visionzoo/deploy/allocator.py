@@ -60,6 +60,9 @@ def tune_malloc(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD, trim_threshold: in
     is returned to the kernel only past ``trim_threshold``. Called by :func:`visionzoo.optimize`
     (``tune_malloc=True``). A second call returns the first call's result.
     """
+    for name, value in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold)):
+        if not 0 < value < 2 ** 31:
+            raise ValueError(f"{name} must be between 1 and 2**31 - 1 bytes (a C int), got {value}")
     if "result" in _state:
         return _state["result"]
     why = malloc_skip_reason()
