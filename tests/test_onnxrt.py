@@ -145,6 +145,12 @@ def test_default_backend_is_onnxruntime_for_float32_with_size_fallback():
     strict = optimize(visionzoo.create_model("test_resnet").eval(), dtype="float32", backend="onnxruntime")
     with pytest.raises(ValueError, match=r"exported for inputs \[N, 3"):
         strict(other)
+    # the torch twin runs its classifier through the packed GEMM; ORT alone has no torch model to pack
+    from visionzoo.deploy.inference import PackedLinear, mkl_packed_linear_available
+
+    packs = mkl_packed_linear_available()
+    assert fast.report["packed_linears"] == int(packs) and isinstance(runner.fallback.fc, PackedLinear) == packs
+    assert "packed_linears" not in strict.report
 
 
 def test_benchmark_and_select_measure_int8(tmp_path, monkeypatch, capsys):

@@ -715,8 +715,6 @@ def optimize(
             if fallback:  # the torch twin runs other sizes and races ONNX Runtime per shape: give it NHWC
                 model = _to_channels_last(model)
                 report["torch_channels_last"] = True  # 'channels_last' stays False: ORT's graph is NCHW
-                if pack_linear:  # after the export, which must see plain linears
-                    report["packed_linears"] = pack_linears(model)
             runner = _FixedShapeRunner(runner, model if fallback else None, tuple(example.shape[1:]),
                                        channels_last=fallback)
             compile = False
@@ -726,7 +724,10 @@ def optimize(
             runner = model
             backend = report["backend"] = "torch"
             report["onnxruntime_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-    if pack_linear and backend == "torch" and dtype is None and not (compile or jit):
+    # float32 eager torch runs the model (alone, or as the twin 'auto' races against ONNX Runtime):
+    # pack its linears, after any export (which must see plain ones); jit / compile trace the model
+    torch_runs = backend == "torch" or getattr(runner, "fallback", None) is not None
+    if pack_linear and torch_runs and dtype is None and not (compile or jit):
         report["packed_linears"] = pack_linears(model)
     if compile:
         ok, why = compile_available()
