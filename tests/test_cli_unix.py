@@ -246,9 +246,8 @@ def test_sigint_benchmark_keeps_finished_models(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
                             cwd=tmp_path)
     _wait_for(lambda: out.exists() and out.read_text().count("\n") >= 1, proc, "first benchmark record")
-    # Ctrl-C during a later model's >= 2 s of timing, pressed again every 0.5 s as a user would (twice in two
-    # full CI runs a single SIGINT sent right after the first record was not acted on and all 3 models ran;
-    # not reproduced alone or under load; repeats after the first are ignored while the CLI shuts down)
+    # Ctrl-C during a later model's >= 2 s of timing, pressed again every 0.5 s as a user would (repeats
+    # after the first are ignored while the CLI shuts down)
     deadline = time.monotonic() + 30
     while proc.poll() is None and time.monotonic() < deadline:
         proc.send_signal(signal.SIGINT)

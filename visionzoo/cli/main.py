@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 # commands that run models call after call: the process keeps freed activation memory for the next
-# one (visionzoo.deploy.allocator; 1.1-1.6x on eager CNN batches, benchmarks/results/process_speed.md)
+# one (visionzoo.deploy.allocator; eager 1.03-1.6x, benchmarks/results/process_speed.md)
 _RUNS_MODELS = {"predict", "benchmark", "select", "train", "validate", "embed"}
 
 # exception types whose message speaks for itself; others are prefixed with their type name

@@ -4,7 +4,7 @@ Why: glibc's ``malloc`` serves blocks above its mmap threshold (128 KiB, adaptin
 a fresh ``mmap`` and hands freed memory at the top of the heap back to the kernel once it exceeds
 the trim threshold. A forward pass allocates and frees tens of MB of activations of many sizes, so
 every call writes into pages the kernel must map and zero first: one minor page fault per 4 KiB.
-Measured on a 2-core Xeon (``benchmarks/results/malloc_tuning.md``): ViT-S/16 batch 1 ~6.7k faults
+Measured on a 2-core Xeon (``benchmarks/results/process_speed.md``): ViT-S/16 batch 1 ~6.7k faults
 per forward (~15 % of its time), ConvNeXt-T batch 8 68-96k (~20 %). With both thresholds raised
 the heap keeps those pages and later calls fault none. ONNX Runtime gets the same from its arena.
 
@@ -36,12 +36,16 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL("libc.so.6")
 
 
+def _is_glibc() -> bool:
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def malloc_skip_reason(environ: Mapping[str, str] | None = None) -> str | None:
     """Why :func:`tune_malloc` would leave the allocator alone here (``None``: it would tune it)."""
     env = os.environ if environ is None else environ
     if env.get("VISIONZOO_MALLOC", "").strip().lower() in ("default", "off", "0", "no", "false"):
         return "VISIONZOO_MALLOC asks for the default allocator"
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if not _is_glibc():
         return "not glibc malloc"
     preload = env.get("LD_PRELOAD", "").lower()
     for name in ("jemalloc", "tcmalloc", "mimalloc"):
@@ -83,7 +87,7 @@ def tune_malloc(mmap_threshold: int = DEFAULT_MMAP_THRESHOLD, trim_threshold: in
 
 def release_memory() -> bool:
     """Hand free heap memory back to the kernel (``malloc_trim(0)``); ``False`` where that is not glibc."""
-    if malloc_skip_reason({}) == "not glibc malloc":
+    if not _is_glibc():
         return False
     try:
         return bool(_libc().malloc_trim(0))
